@@ -1,0 +1,302 @@
+"""The Workspace custom resource (group ``kaito.sh``, versions v1alpha1 and v1beta1).
+
+These pydantic models are the single source of truth for the API: the CRD YAML is generated
+from them (``kaito crd``), the operator reads and writes Workspaces through them, and the
+validation library checks them. Field names are snake_case in Python and camelCase on the wire
+(``instance_type`` <-> ``instanceType``); every field's docstring becomes its description in
+the CRD, so ``kubectl explain workspace.resource.instanceType`` shows it.
+
+As in upstream KAITO, the spec fields sit at the top level of the object (``resource``,
+``inference``, ``tuning``), not under ``spec``. Both versions have the same shape; v1beta1 is
+the storage version.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kaito.sh"
+KIND = "Workspace"
+PLURAL = "workspaces"
+SINGULAR = "workspace"
+SHORT_NAMES = ("wk", "wks")
+VERSIONS = ("v1alpha1", "v1beta1")
+STORAGE_VERSION = "v1beta1"
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase on the wire, docstrings as descriptions."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        extra="forbid",
+        validate_assignment=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as the Kubernetes API expects it: camelCase keys, unset fields omitted."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ObjectMeta(BaseModel):
+    """The subset of Kubernetes ObjectMeta that KAITO reads; everything else is kept as is."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: str = ""
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+    finalizers: list[str] = Field(default_factory=list)
+
+
+class LabelSelectorOperator(str, enum.Enum):
+    """Operators of a label selector requirement."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(ApiModel):
+    """One requirement of a label selector: a key, an operator and values."""
+
+    key: str
+    """The label key the requirement applies to."""
+    operator: LabelSelectorOperator
+    """How the key relates to the values: In, NotIn, Exists or DoesNotExist."""
+    values: list[str] = Field(default_factory=list)
+    """Values for In and NotIn; must be empty for Exists and DoesNotExist."""
+
+
+class LabelSelector(ApiModel):
+    """Selects nodes by their labels (the same type as a Deployment's selector)."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels the nodes must carry. Provisioned nodes are given these labels, and the workload
+    is pinned to nodes that have them."""
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    """Extra set-based requirements on node labels."""
+
+
+class ResourceSpec(ApiModel):
+    """The nodes (GPU or CPU) the workspace runs on."""
+
+    count: int = Field(default=1, ge=1)
+    """How many nodes to run on. The operator may need more when one node cannot hold the model;
+    the validation error then says how many. Tuning needs exactly one."""
+    instance_type: str | None = None
+    """The cloud instance type (VM size) to provision, e.g. Standard_NC6s_v3. Required when
+    nodes are provisioned automatically; leave it empty for bring-your-own nodes."""
+    label_selector: LabelSelector
+    """Labels that identify the workspace's nodes. Must contain at least one label that is not
+    reserved by KAITO (kaito.sh/...)."""
+    preferred_nodes: list[str] = Field(default_factory=list)
+    """Names of existing nodes to use first (bring-your-own); nodes are provisioned only for the
+    remainder of count."""
+
+
+class AccessMode(str, enum.Enum):
+    """Whether the model image is public or needs credentials."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class PresetOptions(ApiModel):
+    """Options of a preset."""
+
+    image: str | None = None
+    """A private image holding the model weights (accessMode private)."""
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    """Names of Secrets (same namespace) used to pull the image."""
+    model_access_secret: str | None = None
+    """Name of a Secret with key HF_TOKEN, for models whose download needs authentication."""
+
+
+class PresetSpec(ApiModel):
+    """A named model preset, e.g. phi-3-mini-4k-instruct (see `kaito presets`)."""
+
+    name: str = Field(min_length=1)
+    """The preset's name; `kaito presets` lists the installed ones."""
+    access_mode: AccessMode = AccessMode.PUBLIC
+    """public (default) or private (weights come from presetOptions.image)."""
+    preset_options: PresetOptions | None = None
+    """Options such as a private image or a model access secret."""
+
+
+class DataSource(ApiModel):
+    """Where data comes from: URLs, an OCI image or a volume (exactly one for tuning input)."""
+
+    name: str | None = None
+    """A name for this source; required for adapters, where it names the adapter."""
+    urls: list[str] = Field(default_factory=list)
+    """http(s) URLs of data files (tuning input only). Loopback, private, link-local and
+    cloud-metadata addresses are refused."""
+    image: str | None = None
+    """An OCI image reference whose content is the data (e.g. a LoRA adapter image)."""
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    """Names of Secrets (same namespace) used to pull the image."""
+    volume_source: dict[str, Any] | None = None
+    """A Kubernetes VolumeSource holding the data (e.g. persistentVolumeClaim)."""
+
+
+class AdapterSpec(ApiModel):
+    """A LoRA adapter applied on top of the preset model."""
+
+    source: DataSource
+    """Where the adapter comes from: source.name names it, source.image or source.volumeSource
+    holds its files (adapter_config.json and the weights)."""
+    strength: str | None = None
+    """How strongly the adapter is applied, a number from 0 to 1 written as a string ("0.5");
+    default "1.0". 0 gives the base model's output."""
+
+
+class InferenceSpec(ApiModel):
+    """Serve a model for inference."""
+
+    preset: PresetSpec | None = None
+    """The model preset to serve. Exactly one of preset or template."""
+    template: dict[str, Any] | None = None
+    """A full PodTemplateSpec for a custom inference workload. Exactly one of preset or template."""
+    config: str | None = None
+    """Name of a ConfigMap (same namespace) with key inference_config.yaml to tune the server."""
+    adapters: list[AdapterSpec] = Field(default_factory=list)
+    """LoRA adapters to apply, at most 10, with unique names."""
+
+
+class TuningMethod(str, enum.Enum):
+    """Parameter-efficient fine-tuning methods."""
+
+    LORA = "lora"
+    QLORA = "qlora"
+
+
+class DataDestination(ApiModel):
+    """Where the tuned adapter goes: an OCI image (with a push secret) or a volume."""
+
+    volume_source: dict[str, Any] | None = None
+    """A Kubernetes VolumeSource to write the adapter to."""
+    image: str | None = None
+    """OCI image reference to push the adapter to, e.g. myacr.azurecr.io/adapter:0.0.1."""
+    image_push_secret: str | None = None
+    """Name of a docker-registry Secret (same namespace) allowed to push image. Required with image."""
+
+
+class TuningSpec(ApiModel):
+    """Fine-tune a model with LoRA or QLoRA and publish the adapter."""
+
+    preset: PresetSpec
+    """The base model preset to tune."""
+    method: TuningMethod = TuningMethod.LORA
+    """lora or qlora (4-bit quantized base)."""
+    config: str | None = None
+    """Name of a ConfigMap (same namespace) with key training_config.yaml; a default per method
+    is used when empty."""
+    input: DataSource
+    """The training data: exactly one of urls, image or volumeSource."""
+    output: DataDestination
+    """Where to put the adapter: exactly one of image (with imagePushSecret) or volumeSource."""
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """A status condition in the standard Kubernetes shape (metav1.Condition)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, use_attribute_docstrings=True, extra="ignore")
+
+    type: str
+    """The aspect this condition reports, e.g. ResourceReady."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: str = ""
+    """A CamelCase word for programs."""
+    message: str = ""
+    """What is going on, for people, including what to do when it is not True."""
+    last_transition_time: str | None = None
+    """When status last changed (RFC 3339)."""
+    observed_generation: int | None = None
+    """The metadata.generation this condition was computed from."""
+
+
+class WorkspaceState(str, enum.Enum):
+    """Coarse state of a workspace, shown in `kubectl get workspace`."""
+
+    PENDING = "Pending"
+    READY = "Ready"
+    NOT_READY = "NotReady"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+class WorkspaceStatus(ApiModel):
+    """Observed state, written by the operator."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, use_attribute_docstrings=True, extra="ignore")
+
+    conditions: list[Condition] = Field(default_factory=list)
+    """ResourceReady, InferenceReady, WorkspaceReady, NodeClaimReady, JobStarted, WorkspaceSucceeded."""
+    worker_nodes: list[str] = Field(default_factory=list)
+    """Names of the nodes the workload runs on, sorted."""
+    state: WorkspaceState | None = None
+    """Pending, Ready, NotReady (inference); Pending, Running, Succeeded, Failed (tuning)."""
+    target_node_count: int | None = None
+    """How many nodes the workspace needs (from resource.count and the model's GPU memory fit)."""
+    observed_generation: int | None = None
+    """The metadata.generation the status was computed from."""
+
+
+class Workspace(ApiModel):
+    """A Workspace: the nodes to use and the model to serve (inference) or tune (tuning)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, use_attribute_docstrings=True, extra="forbid")
+
+    api_version: str = f"{GROUP}/{STORAGE_VERSION}"
+    """kaito.sh/v1alpha1 or kaito.sh/v1beta1."""
+    kind: Literal["Workspace"] = "Workspace"
+    """Always Workspace."""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard object metadata."""
+    resource: ResourceSpec
+    """The nodes to run on."""
+    inference: InferenceSpec | None = None
+    """Serve a model. Exactly one of inference or tuning."""
+    tuning: TuningSpec | None = None
+    """Fine-tune a model. Exactly one of inference or tuning."""
+    status: WorkspaceStatus | None = None
+    """Observed state, written by the operator."""
+
+    @property
+    def name(self) -> str:
+        """metadata.name."""
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        """metadata.namespace, or "default"."""
+        return self.metadata.namespace or "default"
+
+    @property
+    def preset_name(self) -> str | None:
+        """The preset named by inference or tuning, if any."""
+        if self.inference is not None and self.inference.preset is not None:
+            return self.inference.preset.name
+        if self.tuning is not None:
+            return self.tuning.preset.name
+        return None
