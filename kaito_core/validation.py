@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from kaito_core.api import labels as L
+from kaito_core.api.cel import DNS1123_LABEL_PATTERN, STRENGTH_PATTERN
 from kaito_core.api.workspace import GROUP, VERSIONS, InferenceSpec, LabelSelector, TuningSpec, Workspace
 from kaito_core.backends import InferenceBackend
 from kaito_core.errors import FieldError, NotFoundError, ValidationError
@@ -38,12 +39,10 @@ from kaito_core.sku import Cloud, InstanceType, NodeGPUFacts, is_azure_lenient, 
 
 MAX_ADAPTERS = 10
 """At most this many adapters per workspace (upstream's MaxAdaptersNumber)."""
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(DNS1123_LABEL_PATTERN)
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-STRENGTH_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
-"""A plain decimal number (the CRD's CEL rule uses the same pattern)."""
 _STRENGTH = re.compile(STRENGTH_PATTERN)
 _IMAGE_REF = re.compile(
     r"^(?:(?P<domain>[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?(?::[0-9]+)?)/)?"
