@@ -79,7 +79,6 @@ CASES: list[tuple[str, str, Mutation, ValidationContext, str, str]] = [
     ("preset-and-template", INFER, _set("inference.template", {"spec": {"containers": [{"name": "c", "image": "x"}]}}), ValidationContext(), "inference.template", "Preset and Template cannot be set at the same time"),
     ("template-without-containers", INFER, _all(_set("inference.preset", None), _set("inference.template", {"spec": {}})), ValidationContext(), "inference.template.spec.containers", "at least one container"),
     ("runtime-not-offered", INFER, _set("metadata.annotations", {"kaito.sh/runtime": "llamacpp"}), ValidationContext(), "metadata.annotations['kaito.sh/runtime']", "does not support inference with the llamacpp runtime"),
-    ("backend-cannot-do-adapters", ADAPT, _set("metadata.annotations", {"kaito.sh/runtime": "transformers"}), ValidationContext(), "", ""),  # placeholder, replaced below
     ("gpu-memory-does-not-fit", INFER, _set("inference.preset.name", "phi-3-medium-4k-instruct"), ValidationContext(), "resource.instanceType", "needs ≥ 29.21 GiB of GPU memory on one node (26.00 GiB weights ×1.02 + 2.3 GiB runtime + 0.39 GiB KV cache for 2048 tokens), but Standard_NC6s_v3 has 16 GiB (1× NVIDIA V100 16 GiB)"),
     ("phi-4-on-v100", INFER, _set("inference.preset.name", "phi-4"), ValidationContext(), "resource.instanceType", "Insufficient GPU memory"),
     ("cpu-node-for-gpu-preset", INFER, _set("resource.instanceType", "Standard_D8s_v5"), ValidationContext(), "resource.instanceType", "needs a GPU, but Standard_D8s_v5 has none"),
@@ -119,7 +118,6 @@ CASES: list[tuple[str, str, Mutation, ValidationContext, str, str]] = [
     ("byo-no-nodes", INFER, _set("resource.instanceType", None), ValidationContext(node_auto_provisioning=False, byo_nodes=()), "resource.labelSelector", "No nodes found matching the specified label selector"),
     ("byo-nodes-without-gpu-labels", INFER, _set("resource.instanceType", None), ValidationContext(node_auto_provisioning=False, byo_nodes=(NodeGPUFacts(name="n1"),)), "resource.labelSelector", "Failed to get GPU config from nvidia labels on node n1"),
 ]
-CASES = [c for c in CASES if c[0] != "backend-cannot-do-adapters"]
 
 
 @pytest.mark.parametrize(("example", "mutate", "ctx", "path", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -253,7 +251,7 @@ def test_fit_error_suggests_instance_types_that_fit(registry: Registry) -> None:
     assert "kaito.sh/bypass-resource-checks" in problem.fix
 
 
-def test_multi_node_backend_plans_several_nodes(registry: Registry) -> None:
+def test_runtime_annotation_must_name_a_backend_the_preset_offers() -> None:
     import kaito_phi3
 
     multi = Registry.from_plugins(kaito_phi3, BackendsPlugin(FakeMultiNode()))
@@ -268,12 +266,9 @@ def test_multi_node_backend_plans_several_nodes(registry: Registry) -> None:
 def test_backend_unsupported_reasons_are_reported() -> None:
     import kaito_phi3
 
-    class NoAdapters(BackendsPlugin):
-        pass
-
     backend = FakeMultiNode()
     backend.name = "transformers"  # offered by the presets, but without adapter support
-    reg = Registry.from_plugins(kaito_phi3, NoAdapters(backend))
+    reg = Registry.from_plugins(kaito_phi3, BackendsPlugin(backend))
     problems = validate_workspace(parse_workspace(load_example(ADAPT)), reg)
     assert [(p.path, p.message) for p in problems] == [
         ("inference.preset.name", "Runtime validation: backend transformers does not support LoRA adapters")
