@@ -138,3 +138,32 @@ def test_cli_down_after_supervisor_was_killed(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     wait_for(lambda: processes_mentioning(str(state_dir)) == [], timeout=15, what="no processes left")
     time.sleep(0.1)
+
+
+_CHILD_THREAD = """
+import sys, threading, time
+from kaito_localcluster import LocalCluster
+c = LocalCluster(workdir=sys.argv[1])
+t = threading.Thread(target=c.start)   # e.g. an asyncio executor thread
+t.start(); t.join()
+print("READY", flush=True)
+time.sleep(600)
+"""
+
+
+def test_owner_killed_by_sigterm_after_start_from_worker_thread(tmp_path: Path) -> None:
+    """Children are armed from a long-lived spawner thread, so a finished worker thread does not
+    kill them, and an unhandled SIGTERM of the owner (no atexit) still leaves no orphans."""
+    workdir = tmp_path / "thread-owner"
+    owner = subprocess.Popen([sys.executable, "-c", _CHILD_THREAD, str(workdir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "READY"
+        time.sleep(1)  # the worker thread has exited; the cluster must still be alive
+        assert len(processes_mentioning(str(workdir))) >= 5
+        owner.send_signal(signal.SIGTERM)
+        owner.wait(timeout=10)
+        wait_for(lambda: processes_mentioning(str(workdir)) == [], timeout=15, what="children to die with their owner")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
