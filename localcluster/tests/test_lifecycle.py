@@ -167,3 +167,30 @@ def test_owner_killed_by_sigterm_after_start_from_worker_thread(tmp_path: Path) 
     finally:
         if owner.poll() is None:
             owner.kill()
+
+
+def test_keep_cluster_env_leaves_it_running_until_down_dir(tmp_path: Path) -> None:
+    """KAITO_TEST_KEEP_CLUSTER=1 keeps the session cluster; `down --dir` stops it."""
+    test_file = tmp_path / "test_keep.py"
+    test_file.write_text(
+        "def test_uses_cluster(local_cluster, kube_namespace):\n"
+        "    assert local_cluster.api.exists(f'/api/v1/namespaces/{kube_namespace}')\n"
+    )
+    env = dict(os.environ, KAITO_TEST_KEEP_CLUSTER="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=180, check=False, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    marker = "python -m kaito_localcluster down --dir "
+    line = next(line for line in run.stdout.splitlines() if marker in line)
+    cluster_dir = line.split(marker, 1)[1].strip()
+    try:
+        assert len(processes_mentioning(cluster_dir)) == 5  # survived the pytest process
+        state = json.loads((Path(cluster_dir) / "cluster.json").read_text())
+        assert state["persist"] is True
+    finally:
+        down = _cli("down", "--dir", cluster_dir)
+    assert down.returncode == 0, down.stderr
+    assert processes_mentioning(cluster_dir) == []
+    assert not Path(cluster_dir).exists()
