@@ -17,12 +17,12 @@ import pytest
 
 from conftest import NODECLAIM_CRD, processes_mentioning
 from kaito_localcluster import LocalCluster, StartError
-from kaito_localcluster.build import ensure_binaries
+from kaito_localcluster.build import BinarySet, ensure_binaries
 from kaito_localcluster.kubeapi import wait_for
 
 
 @pytest.fixture(scope="module")
-def binaries():  # type: ignore[no-untyped-def]
+def binaries() -> BinarySet:
     return ensure_binaries()
 
 
@@ -34,7 +34,7 @@ def _pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_stop_leaves_no_processes_and_removes_temp_dir(binaries) -> None:  # type: ignore[no-untyped-def]
+def test_stop_leaves_no_processes_and_removes_temp_dir(binaries: BinarySet) -> None:
     with LocalCluster(binaries=binaries) as cluster:
         directory = cluster.dir
         assert directory is not None and directory.exists()
@@ -47,7 +47,7 @@ def test_stop_leaves_no_processes_and_removes_temp_dir(binaries) -> None:  # typ
     assert not any(_pid_alive(pid) for pid in pids)
 
 
-def test_start_failure_raises_with_log_tail_and_cleans_up(binaries, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_start_failure_raises_with_log_tail_and_cleans_up(binaries: BinarySet, tmp_path: Path) -> None:
     workdir = tmp_path / "broken"
     cluster = LocalCluster(binaries=binaries, workdir=workdir, extra_args={"kube-apiserver": ["--no-such-flag=1"]})
     with pytest.raises(StartError) as err:
