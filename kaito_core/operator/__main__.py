@@ -1,0 +1,5 @@
+"""``python -m kaito_core.operator``: the same as ``kaito operator``."""
+
+from kaito_core.operator.cli import main
+
+main()
