@@ -19,6 +19,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from kaito_core.api.cel import (
+    DNS1123_LABEL_PATTERN,
+    STRENGTH_PATTERN,
+    rule,
+    validations,
+)
+
 GROUP = "kaito.sh"
 KIND = "Workspace"
 PLURAL = "workspaces"
@@ -42,6 +49,10 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The object as the Kubernetes API expects it: camelCase keys, unset fields omitted."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+_SECRET_NAMES: dict[str, Any] = {"maxItems": 32, "items": {"type": "string", "maxLength": 253}}
+"""Schema bounds of a list of Secret names (keeps CEL cost estimates of enclosing rules small)."""
 
 
 class ObjectMeta(BaseModel):
@@ -77,30 +88,42 @@ class LabelSelectorRequirement(ApiModel):
     """The label key the requirement applies to."""
     operator: LabelSelectorOperator
     """How the key relates to the values: In, NotIn, Exists or DoesNotExist."""
-    values: list[str] = Field(default_factory=list)
+    values: list[str] = Field(default_factory=list, json_schema_extra={"maxItems": 64, "items": {"type": "string", "maxLength": 63}})
     """Values for In and NotIn; must be empty for Exists and DoesNotExist."""
 
 
 class LabelSelector(ApiModel):
     """Selects nodes by their labels (the same type as a Deployment's selector)."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_labels: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={"maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 63}},
+    )
     """Labels the nodes must carry. Provisioned nodes are given these labels, and the workload
     is pinned to nodes that have them."""
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, json_schema_extra={"maxItems": 32})
     """Extra set-based requirements on node labels."""
 
 
 class ResourceSpec(ApiModel):
     """The nodes (GPU or CPU) the workspace runs on."""
 
-    count: int = Field(default=1, ge=1)
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(oldSelf.instanceType) || !has(self.instanceType) || self.instanceType == oldSelf.instanceType",
+                "instanceType cannot be changed once set",
+            ),
+        )
+    )
+
+    count: int = Field(default=1, ge=1, json_schema_extra=validations(rule("self == oldSelf", "field is immutable")))
     """How many nodes to run on. The operator may need more when one node cannot hold the model;
     the validation error then says how many. Tuning needs exactly one."""
     instance_type: str | None = None
     """The cloud instance type (VM size) to provision, e.g. Standard_NC6s_v3. Required when
     nodes are provisioned automatically; leave it empty for bring-your-own nodes."""
-    label_selector: LabelSelector
+    label_selector: LabelSelector = Field(json_schema_extra=validations(rule("self == oldSelf", "field is immutable")))
     """Labels that identify the workspace's nodes. Must contain at least one label that is not
     reserved by KAITO (kaito.sh/...)."""
     preferred_nodes: list[str] = Field(default_factory=list)
@@ -120,7 +143,7 @@ class PresetOptions(ApiModel):
 
     image: str | None = None
     """A private image holding the model weights (accessMode private)."""
-    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_secrets: list[str] = Field(default_factory=list, json_schema_extra=_SECRET_NAMES)
     """Names of Secrets (same namespace) used to pull the image."""
     model_access_secret: str | None = None
     """Name of a Secret with key HF_TOKEN, for models whose download needs authentication."""
@@ -129,7 +152,7 @@ class PresetOptions(ApiModel):
 class PresetSpec(ApiModel):
     """A named model preset, e.g. phi-3-mini-4k-instruct (see `kaito presets`)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, json_schema_extra={"maxLength": 253})
     """The preset's name; `kaito presets` lists the installed ones."""
     access_mode: AccessMode = AccessMode.PUBLIC
     """public (default) or private (weights come from presetOptions.image)."""
@@ -140,14 +163,24 @@ class PresetSpec(ApiModel):
 class DataSource(ApiModel):
     """Where data comes from: URLs, an OCI image or a volume (exactly one for tuning input)."""
 
-    name: str | None = None
+    name: str | None = Field(default=None, json_schema_extra={"maxLength": 253})
     """A name for this source; required for adapters, where it names the adapter."""
-    urls: list[str] = Field(default_factory=list)
+    urls: list[str] = Field(
+        default_factory=list,
+        json_schema_extra={
+            "maxItems": 1000,
+            "items": {
+                "type": "string",
+                "maxLength": 2048,
+                **validations(rule("self.matches('^[hH][tT][tT][pP][sS]?://')", "data source URL must use HTTP or HTTPS")),
+            },
+        },
+    )
     """http(s) URLs of data files (tuning input only). Loopback, private, link-local and
     cloud-metadata addresses are refused."""
     image: str | None = None
     """An OCI image reference whose content is the data (e.g. a LoRA adapter image)."""
-    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_secrets: list[str] = Field(default_factory=list, json_schema_extra=_SECRET_NAMES)
     """Names of Secrets (same namespace) used to pull the image."""
     volume_source: dict[str, Any] | None = None
     """A Kubernetes VolumeSource holding the data (e.g. persistentVolumeClaim)."""
@@ -156,10 +189,33 @@ class DataSource(ApiModel):
 class AdapterSpec(ApiModel):
     """A LoRA adapter applied on top of the preset model."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule("has(self.source.name) && size(self.source.name) > 0", "adapter source name is required"),
+            rule(
+                "has(self.source.image) || has(self.source.volumeSource)",
+                "Either image or volumeSource must be specified for an adapter",
+            ),
+            rule("!has(self.source.urls) || size(self.source.urls) == 0", "URLs are not supported as adapter source"),
+        )
+    )
+
     source: DataSource
     """Where the adapter comes from: source.name names it, source.image or source.volumeSource
     holds its files (adapter_config.json and the weights)."""
-    strength: str | None = None
+    strength: str | None = Field(
+        default=None,
+        json_schema_extra={
+            "maxLength": 32,
+            **validations(
+                rule(f"self.matches('{STRENGTH_PATTERN}')", "strength must be a decimal number written as a string, e.g. \"0.5\""),
+                rule(
+                    f"!self.matches('{STRENGTH_PATTERN}') || (double(self) >= 0.0 && double(self) <= 1.0)",
+                    "strength must be between 0 and 1",
+                ),
+            ),
+        },
+    )
     """How strongly the adapter is applied, a number from 0 to 1 written as a string ("0.5");
     default "1.0". 0 gives the base model's output."""
 
@@ -167,13 +223,32 @@ class AdapterSpec(ApiModel):
 class InferenceSpec(ApiModel):
     """Serve a model for inference."""
 
-    preset: PresetSpec | None = None
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule("has(self.preset) || has(self.template)", "Preset or Template must be specified"),
+            rule("!(has(self.preset) && has(self.template))", "Preset and Template cannot be set at the same time"),
+            rule("has(self.template) == has(oldSelf.template)", "field cannot be unset/set if it was set/unset"),
+        )
+    )
+
+    preset: PresetSpec | None = Field(default=None, json_schema_extra=validations(rule("self == oldSelf", "field is immutable")))
     """The model preset to serve. Exactly one of preset or template."""
     template: dict[str, Any] | None = None
     """A full PodTemplateSpec for a custom inference workload. Exactly one of preset or template."""
     config: str | None = None
     """Name of a ConfigMap (same namespace) with key inference_config.yaml to tune the server."""
-    adapters: list[AdapterSpec] = Field(default_factory=list)
+    adapters: list[AdapterSpec] = Field(
+        default_factory=list,
+        json_schema_extra={
+            "maxItems": 10,
+            **validations(
+                rule(
+                    "self.all(a, !has(a.source.name) || self.exists_one(b, has(b.source.name) && b.source.name == a.source.name))",
+                    "Duplicate adapter source name found: adapter names must be unique",
+                ),
+            ),
+        },
+    )
     """LoRA adapters to apply, at most 10, with unique names."""
 
 
@@ -187,6 +262,13 @@ class TuningMethod(str, enum.Enum):
 class DataDestination(ApiModel):
     """Where the tuned adapter goes: an OCI image (with a push secret) or a volume."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule("has(self.image) != has(self.volumeSource)", "Exactly one of Volume or Image must be specified"),
+            rule("!has(self.image) || has(self.imagePushSecret)", "Must specify imagePushSecret with destination image"),
+        )
+    )
+
     volume_source: dict[str, Any] | None = None
     """A Kubernetes VolumeSource to write the adapter to."""
     image: str | None = None
@@ -198,20 +280,49 @@ class DataDestination(ApiModel):
 class TuningSpec(ApiModel):
     """Fine-tune a model with LoRA or QLoRA and publish the adapter."""
 
-    preset: PresetSpec
+    preset: PresetSpec = Field(json_schema_extra=validations(rule("self == oldSelf", "Preset cannot be changed")))
     """The base model preset to tune."""
-    method: TuningMethod = TuningMethod.LORA
+    method: TuningMethod = Field(
+        default=TuningMethod.LORA, json_schema_extra=validations(rule("self == oldSelf", "Method cannot be changed"))
+    )
     """lora or qlora (4-bit quantized base)."""
     config: str | None = None
     """Name of a ConfigMap (same namespace) with key training_config.yaml; a default per method
     is used when empty."""
-    input: DataSource
+    input: DataSource = Field(
+        json_schema_extra=validations(
+            rule(
+                "(has(self.urls) && size(self.urls) > 0 ? 1 : 0) + (has(self.image) ? 1 : 0) + (has(self.volumeSource) ? 1 : 0) == 1",
+                "Exactly one of URLs, Volume, or Image must be specified",
+            ),
+            rule(
+                "!has(oldSelf.name) || (has(self.name) && self.name == oldSelf.name)",
+                "During tuning Name field cannot be changed once set",
+            ),
+        )
+    )
     """The training data: exactly one of urls, image or volumeSource."""
     output: DataDestination
     """Where to put the adapter: exactly one of image (with imagePushSecret) or volumeSource."""
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class ConditionType(str, enum.Enum):
+    """Condition types of a Workspace's status (upstream's names).
+
+    ``kubectl get workspace`` shows ResourceReady, InferenceReady and, as WORKSPACEREADY,
+    WorkspaceSucceeded (JobStarted with ``-o wide``).
+    """
+
+    RESOURCE_READY = "ResourceReady"
+    INFERENCE_READY = "InferenceReady"
+    JOB_STARTED = "JobStarted"
+    WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
+    NODE_CLAIM_READY = "NodeClaimReady"
+    NODES_READY = "NodesReady"
+    WORKSPACE_DELETING = "WorkspaceDeleting"
 
 
 class Condition(ApiModel):
@@ -250,8 +361,12 @@ class WorkspaceStatus(ApiModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, use_attribute_docstrings=True, extra="ignore")
 
-    conditions: list[Condition] = Field(default_factory=list)
-    """ResourceReady, InferenceReady, WorkspaceReady, NodeClaimReady, JobStarted, WorkspaceSucceeded."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Conditions by type (see ConditionType): ResourceReady, InferenceReady, JobStarted,
+    WorkspaceSucceeded (the WORKSPACEREADY column), NodeClaimReady, NodesReady, WorkspaceDeleting."""
     worker_nodes: list[str] = Field(default_factory=list)
     """Names of the nodes the workload runs on, sorted."""
     state: WorkspaceState | None = None
@@ -265,7 +380,27 @@ class WorkspaceStatus(ApiModel):
 class Workspace(ApiModel):
     """A Workspace: the nodes to use and the model to serve (inference) or tune (tuning)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, use_attribute_docstrings=True, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        extra="forbid",
+        json_schema_extra=validations(
+            rule(
+                f"!has(self.metadata.name) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('{DNS1123_LABEL_PATTERN}'))",
+                "metadata.name must be a lowercase RFC 1123 label: at most 63 lower case alphanumeric characters or '-', "
+                "starting and ending with an alphanumeric character",
+            ),
+            rule("has(self.inference) || has(self.tuning)", "Either Inference or Tuning must be specified, not neither"),
+            rule("!(has(self.inference) && has(self.tuning))", "Either Inference or Tuning must be specified, but not both"),
+            rule("has(oldSelf.inference) == has(self.inference)", "Inference field cannot be toggled once set"),
+            rule("has(oldSelf.tuning) == has(self.tuning)", "Tuning field cannot be toggled once set"),
+            rule(
+                "!has(self.tuning) || !has(self.resource.count) || self.resource.count == 1",
+                "Tuning does not currently support multinode configurations. Please set the node count to 1.",
+            ),
+        ),
+    )
 
     api_version: str = f"{GROUP}/{STORAGE_VERSION}"
     """kaito.sh/v1alpha1 or kaito.sh/v1beta1."""
