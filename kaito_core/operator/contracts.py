@@ -1,23 +1,24 @@
 """The operator's one door to the validation, SKU and fit libraries.
 
 The reconciler and the admission webhook call only these functions, so the libraries behind
-them can change without touching the operator. The validation library is
-:mod:`kaito_core.validation` (``check_workspace``), GPU facts come from :mod:`kaito_core.sku`
-and the node count from :mod:`kaito_core.fit`.
+them (:mod:`kaito_core.validation`, :mod:`kaito_core.sku`, :mod:`kaito_core.fit`) can change
+without touching the operator.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from pydantic import ValidationError as PydanticValidationError
-
+from kaito_core import fit, sku, validation
 from kaito_core.api.workspace import Workspace
 from kaito_core.backends import InferenceBackend
-from kaito_core.errors import FieldError, ValidationError
 from kaito_core.plugins import Registry
 from kaito_core.presets import Preset
+
+BYO_PROVISIONERS = frozenset({"byo"})
+"""Provisioners that create no nodes: validation then runs in bring-your-own mode."""
 
 
 @dataclass(frozen=True)
@@ -28,46 +29,43 @@ class Plan:
     gpus_per_node: int
 
 
-def _pydantic_errors(exc: PydanticValidationError) -> list[FieldError]:
-    out = []
-    for err in exc.errors():
-        path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"]).replace(".[", "[")
-        out.append(FieldError(path=path, message=err["msg"]))
-    return out
+def context(*, cloud: str = "azure", provisioner: str = "gpu-provisioner") -> validation.ValidationContext:
+    """The validation context of this operator (cloud, node auto-provisioning or BYO)."""
+    return validation.ValidationContext(
+        cloud=cast(Any, cloud),
+        node_auto_provisioning=provisioner not in BYO_PROVISIONERS,
+        require_backend=True,
+    )
 
 
-def check(obj: dict[str, Any], registry: Registry, *, old: dict[str, Any] | None = None, cloud: str = "azure") -> Workspace:
+def check(
+    obj: Mapping[str, Any],
+    registry: Registry,
+    *,
+    old: Mapping[str, Any] | None = None,
+    cloud: str = "azure",
+    provisioner: str = "gpu-provisioner",
+) -> Workspace:
     """Parse and validate a Workspace given as a wire dict (``old`` on update).
 
     Raises:
-        ValidationError: with every problem found, each naming its field.
+        ValidationError: with every problem found, each naming its field and the fix.
     """
-    try:
-        from kaito_core import validation
-    except ImportError:  # the validation library is not installed yet: schema checks only
-        try:
-            return Workspace.model_validate(obj)
-        except PydanticValidationError as exc:
-            raise ValidationError(_pydantic_errors(exc), name=(obj.get("metadata") or {}).get("name", "")) from exc
-    ctx = validation.ValidationContext(cloud=cloud) if hasattr(validation, "ValidationContext") else None
-    kwargs: dict[str, Any] = {"old": old}
-    if ctx is not None:
-        kwargs["ctx"] = ctx
-    result: Workspace = validation.check_workspace(obj, registry, **kwargs)
-    return result
+    return validation.check_workspace(obj, registry, old=old, ctx=context(cloud=cloud, provisioner=provisioner))
 
 
 def plan(ws: Workspace, preset: Preset, backend: InferenceBackend, *, cloud: str = "azure") -> Plan:
-    """Target node count and GPUs per node for ``ws`` served by ``backend``."""
+    """Target node count and GPUs per node for ``ws`` served by ``backend``.
+
+    The count is ``resource.count`` unless the model needs more nodes of this instance type
+    (validation refuses that unless kaito.sh/bypass-resource-checks is set). An instance type
+    missing from the catalogue (upstream tolerates unknown Azure ``Standard_N*`` sizes) is
+    treated as one GPU per node.
+    """
     count = ws.resource.count
-    if not preset.requires_gpu:
-        return Plan(nodes=count, gpus_per_node=0)
-    try:
-        from kaito_core import fit, sku
-    except ImportError:  # fit/SKU libraries not installed yet: trust resource.count, one GPU per node
-        return Plan(nodes=count, gpus_per_node=1)
-    instance = sku.lookup(ws.resource.instance_type, cloud=cloud) if ws.resource.instance_type else None
+    instance = sku.lookup(ws.resource.instance_type, cast(Any, cloud)) if ws.resource.instance_type else None
     if instance is None:
-        return Plan(nodes=count, gpus_per_node=1)
-    node_plan = fit.plan_nodes(preset, instance, count=count, backend=backend)
-    return Plan(nodes=max(count, int(node_plan.nodes)), gpus_per_node=int(node_plan.gpus_per_node))
+        return Plan(nodes=count, gpus_per_node=1 if preset.requires_gpu else 0)
+    node_plan = fit.plan_nodes(preset, instance, count=count, backend=backend, suggest=False)
+    nodes = max(count, node_plan.nodes) if node_plan.fits else count
+    return Plan(nodes=nodes, gpus_per_node=instance.gpu_count if preset.requires_gpu or instance.has_gpu else 0)

@@ -116,7 +116,9 @@ def make_registry() -> kopf.OperatorRegistry:
             return  # metadata-only updates (finalizers, annotations) and deletions always pass
         previous = {k: v for k, v in copy.deepcopy(dict(old)).items() if k != "status"} if old and operation == "UPDATE" else None
         try:
-            contracts.check(obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider)
+            contracts.check(
+                obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider, provisioner=ctx.settings.node_provisioner.name
+            )
         except ValidationError as exc:
             raise kopf.AdmissionError(exc.render(), code=422) from exc
         except Exception as exc:  # plugin trouble must not block the API: report it instead

@@ -62,7 +62,10 @@ class Reconciler:
         generation = int(meta.get("generation") or 1)
         old_status = obj.get("status") or {}
         try:
-            ws = contracts.check({k: v for k, v in obj.items() if k != "status"}, self.registry, cloud=self.settings.cloud.provider)
+            ws = contracts.check(
+                {k: v for k, v in obj.items() if k != "status"}, self.registry,
+                cloud=self.settings.cloud.provider, provisioner=self.settings.node_provisioner.name,
+            )
         except ValidationError as exc:
             self._write_status(obj, Facts(generation=generation, invalid_message=exc.render()), old_status)
             raise
