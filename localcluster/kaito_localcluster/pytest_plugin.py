@@ -1,0 +1,99 @@
+"""pytest plugin (registered through the ``pytest11`` entry point ``kaito_localcluster``).
+
+Fixtures:
+
+* ``local_cluster`` (session): a started :class:`~kaito_localcluster.cluster.LocalCluster`,
+  stopped at the end of the session.  Building the binaries on first use prints
+  progress lines on the terminal even while output is captured.
+* ``kube_namespace`` (function): a fresh namespace name, deleted after the test.
+
+Environment:
+
+* ``KAITO_TEST_KEEP_CLUSTER=1``: leave the cluster (and namespaces) running after the
+  session for debugging; the kubeconfig path and the ``down --dir`` command are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from typing import Iterator
+
+import pytest
+
+from .build import ensure_binaries
+from .cluster import LocalCluster
+from .kubeapi import wait_for
+
+log = logging.getLogger(__name__)
+
+KEEP_ENV = "KAITO_TEST_KEEP_CLUSTER"
+
+
+def keep_cluster() -> bool:
+    """Whether ``KAITO_TEST_KEEP_CLUSTER`` asks to leave the cluster running."""
+    return os.environ.get(KEEP_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _reporter(config: pytest.Config) -> "contextlib.AbstractContextManager[None]":
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        return contextlib.nullcontext()
+    cm: contextlib.AbstractContextManager[None] = capman.global_and_fixture_disabled()
+    return cm
+
+
+def _say(config: pytest.Config, message: str) -> None:
+    log.info("%s", message)
+    terminal = config.pluginmanager.getplugin("terminalreporter")
+    if terminal is None:
+        return
+    with _reporter(config):
+        terminal.write_line(f"[kaito-localcluster] {message}")
+
+
+@pytest.fixture(scope="session")
+def local_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A local control plane (etcd, kube-apiserver, KCM, scheduler, kwok) for the whole session."""
+    config = request.config
+    binaries = ensure_binaries(progress=lambda msg: _say(config, msg))
+    keep = keep_cluster()
+    cluster = LocalCluster(binaries=binaries, keep_files=keep, persist=keep)
+    cluster.start()
+    _say(config, f"cluster ready at {cluster.server} in {cluster.start_seconds:.1f}s (dir {cluster.dir})")
+    try:
+        yield cluster
+    finally:
+        if keep:
+            _say(
+                config,
+                f"{KEEP_ENV}=1: leaving the cluster running. export KUBECONFIG={cluster.kubeconfig} ; "
+                f"stop it with: python -m kaito_localcluster down --dir {cluster.dir}",
+            )
+        else:
+            cluster.stop()
+
+
+@pytest.fixture
+def kube_namespace(local_cluster: LocalCluster) -> Iterator[str]:
+    """Create a fresh namespace (with its ``default`` service account ready); delete it afterwards."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    api = local_cluster.api
+    api.create(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"kaito.sh/test-namespace": "true"}}},
+    )
+    if any(p.name == "kube-controller-manager" for p in local_cluster.processes):
+        # Pods are rejected by the ServiceAccount admission plugin until this exists.
+        wait_for(
+            lambda: api.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+            timeout=30,
+            what=f"service account {name}/default",
+        )
+    try:
+        yield name
+    finally:
+        if not keep_cluster():
+            api.delete(f"/api/v1/namespaces/{name}")
