@@ -26,6 +26,9 @@ def operator(
 ) -> None:
     """Run the KAITO Workspace operator (settings also from KAITO_* environment variables)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # kopf logs every handler success at INFO; keep problems and our own lines
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)  # one source for kopf's and the reconciler's clients
     overrides: dict[str, Any] = {}

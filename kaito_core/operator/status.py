@@ -1,8 +1,8 @@
 """Pure status computation: facts observed by the reconciler -> the Workspace status.
 
 Conditions follow upstream KAITO's types and reasons (kaito.md §1.7): NodeClaimReady (from the
-provisioner), ResourceReady, InferenceReady and WorkspaceReady; JobStarted and
-WorkspaceSucceeded for tuning. ``lastTransitionTime`` changes only when a condition's status
+provisioner), ResourceReady, InferenceReady and WorkspaceSucceeded (shown by ``kubectl get`` as
+WORKSPACEREADY), mirrored as WorkspaceReady; JobStarted for tuning. ``lastTransitionTime`` changes only when a condition's status
 changes, so recomputing an unchanged status yields an identical dict and no API write.
 """
 
@@ -59,6 +59,12 @@ class Facts:
     workload: WorkloadFacts = field(default_factory=WorkloadFacts)
 
 
+def _overall(ok: bool, reason: str, message: str, generation: int) -> list[dict[str, Any]]:
+    """WorkspaceSucceeded (upstream's name; ``kubectl get`` shows it as WORKSPACEREADY) and
+    WorkspaceReady (the same verdict under the column's name)."""
+    return [_cond(t, ok, reason, message, generation) for t in (WORKSPACE_SUCCEEDED, WORKSPACE_READY)]
+
+
 def _cond(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
     return {
         "type": type_,
@@ -73,22 +79,18 @@ def desired_conditions(facts: Facts) -> list[dict[str, Any]]:
     """The conditions for ``facts``, without lastTransitionTime."""
     gen = facts.generation
     if facts.invalid_message:
-        return [_cond(WORKSPACE_READY, False, "WorkspaceInvalid", facts.invalid_message, gen)]
+        return _overall(False, "WorkspaceInvalid", facts.invalid_message, gen)
     if facts.tuning:
         msg = (
             "tuning Workspaces are accepted and validated, but this version of the operator has no tuning Job "
             "controller: no nodes are provisioned and no Job runs; delete the Workspace or upgrade the operator"
         )
-        return [
-            _cond(JOB_STARTED, False, "TuningControllerNotInstalled", msg, gen),
-            _cond(WORKSPACE_SUCCEEDED, False, "TuningControllerNotInstalled", msg, gen),
-            _cond(WORKSPACE_READY, False, "TuningControllerNotInstalled", msg, gen),
-        ]
+        return [_cond(JOB_STARTED, False, "TuningControllerNotInstalled", msg, gen), *_overall(False, "TuningControllerNotInstalled", msg, gen)]
     if facts.blocked_reason:
         return [
             _cond(RESOURCE_READY, False, facts.blocked_reason, facts.blocked_message, gen),
             _cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending", "waiting for resources: " + facts.blocked_message, gen),
-            _cond(WORKSPACE_READY, False, "workspacePending", facts.blocked_message, gen),
+            *_overall(False, "workspacePending", facts.blocked_message, gen),
         ]
 
     conds: list[dict[str, Any]] = []
@@ -117,11 +119,11 @@ def desired_conditions(facts: Facts) -> list[dict[str, Any]]:
 
     resource_cond, inference_cond = conds[-2], conds[-1]
     if resource_ok and inference_cond["status"] == "True":
-        conds.append(_cond(WORKSPACE_READY, True, "workspaceReady", "workspace is ready", gen))
+        conds += _overall(True, "workspaceSucceeded", "workspace succeeds: the inference workload is ready", gen)
     elif not resource_ok:
-        conds.append(_cond(WORKSPACE_READY, False, "workspacePending", f"waiting for nodes: {resource_cond['message']}", gen))
+        conds += _overall(False, "workspacePending", f"waiting for nodes: {resource_cond['message']}", gen)
     else:
-        conds.append(_cond(WORKSPACE_READY, False, "workspacePending", f"waiting for the inference workload: {inference_cond['message']}", gen))
+        conds += _overall(False, "workspacePending", f"waiting for the inference workload: {inference_cond['message']}", gen)
     return conds
 
 

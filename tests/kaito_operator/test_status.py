@@ -35,7 +35,7 @@ def test_ready_status_and_transition_times() -> None:
     ready = build_status(Facts(generation=1, target_nodes=1, provision=READY, workload=WorkloadFacts(exists=True, ready=True, ready_replicas=1, replicas=1)), pending, now=T1)
     c = conds(ready)
     assert ready["state"] == "Ready" and ready["workerNodes"] == ["aks-ws0123abcde-12345678-vmss000000"]
-    assert all(c[t]["status"] == "True" for t in ("ResourceReady", "InferenceReady", "WorkspaceReady", "NodeClaimReady"))
+    assert all(c[t]["status"] == "True" for t in ("ResourceReady", "InferenceReady", "WorkspaceReady", "WorkspaceSucceeded", "NodeClaimReady"))
     assert all(c[t]["lastTransitionTime"] == T1 for t in c)
     # Recomputing from the same facts later changes nothing: no write.
     again = build_status(Facts(generation=1, target_nodes=1, provision=READY, workload=WorkloadFacts(exists=True, ready=True, ready_replicas=1, replicas=1)), ready, now="2026-11-22T05:00:00Z")
