@@ -25,7 +25,7 @@ import typer
 import yaml
 
 from kaito_core.errors import KaitoError, ValidationError
-from kaito_core.sku import CLOUDS, Cloud
+from kaito_core.sku import CLOUDS
 
 app = typer.Typer(
     name="kaito",
@@ -172,8 +172,7 @@ def validate(
     if cloud not in CLOUDS:
         typer.echo(f"error: --cloud must be one of {', '.join(CLOUDS)}, not {cloud!r}", err=True)
         raise typer.Exit(2)
-    the_cloud: Cloud = cloud  # type: ignore[assignment]
-    ctx = ValidationContext(node_auto_provisioning=not byo, cloud=the_cloud)
+    ctx = ValidationContext(node_auto_provisioning=not byo, cloud=cloud)
     registry = _registry()
     failed = 0
     checked = 0

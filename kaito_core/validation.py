@@ -176,6 +176,7 @@ def _field_error(err: Any) -> FieldError:
         return FieldError(path, "required field is missing", f"add {path}")
     if kind == "extra_forbidden":
         parent = loc_to_path(loc[:-1])
+        path = f"{parent}.{loc[-1]}" if parent else str(loc[-1])
         known = _fields_at(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
@@ -430,7 +431,7 @@ class _Checker:
         if backend is not None:
             instance = self.instance_for_fit()
             split_nodes = 1
-            if plan is not None and plan.gpus_per_node:
+            if plan is not None and plan.fits and plan.gpus_per_node:
                 split_nodes = -(-plan.gpus_needed // plan.gpus_per_node)
             gpu = instance.has_gpu if instance is not None else True
             for reason in backend.unsupported_reasons(preset, adapters=len(inf.adapters), nodes=split_nodes, gpu=gpu):

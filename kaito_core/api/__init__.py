@@ -3,6 +3,7 @@
 from kaito_core.api.workspace import (
     AdapterSpec,
     Condition,
+    ConditionType,
     DataDestination,
     DataSource,
     InferenceSpec,
@@ -20,6 +21,7 @@ from kaito_core.api.workspace import (
 __all__ = [
     "AdapterSpec",
     "Condition",
+    "ConditionType",
     "DataDestination",
     "DataSource",
     "InferenceSpec",

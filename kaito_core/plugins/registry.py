@@ -81,7 +81,7 @@ class Registered(Generic[T]):
 class _Table(Generic[T]):
     """Items of one kind by name, rejecting duplicates."""
 
-    def __init__(self, kind: str, type_: type[T], name_of: Callable[[T], str]) -> None:
+    def __init__(self, kind: str, type_: type[Any], name_of: Callable[[T], str]) -> None:
         self.kind = kind
         self.type_ = type_
         self.name_of = name_of
@@ -201,7 +201,10 @@ class Registry:
 
     def source(self, kind: str, name: str) -> Registered[Any]:
         """Where a registered item came from; ``kind`` is preset, backend or provisioner."""
-        table = {"preset": self._presets, "backend": self._backends, "provisioner": self._provisioners}[kind]
+        tables: dict[str, _Table[Any]] = {"preset": self._presets, "backend": self._backends, "provisioner": self._provisioners}
+        if kind not in tables:
+            raise ValueError(f"kind must be one of {', '.join(tables)}, not {kind!r}")
+        table = tables[kind]
         try:
             return table.items[name]
         except KeyError:

@@ -1,0 +1,96 @@
+"""The plugin system: discovery through real entry points, duplicates, unknown names, misspelt hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kaito_phi3
+from kaito_core.errors import NotFoundError, PluginError
+from kaito_core.plugins import Registry, hookimpl, make_plugin_manager
+from kaito_phi3.presets import PHI_3_MINI_4K
+from tests.conftest import run_kaito
+
+
+def test_installed_phi3_is_discovered_through_its_entry_point() -> None:
+    registry = Registry.from_entry_points()
+    assert registry.source("preset", "phi-3-mini-4k-instruct").distribution == "kaito-phi3"
+
+
+def test_test_plugin_is_discovered_through_real_entry_points(testplugin_dir: Path) -> None:
+    assert (testplugin_dir / "kaito_testplugin-0.0.1.dist-info" / "entry_points.txt").is_file()
+    result = run_kaito("plugins", pythonpath=[testplugin_dir])
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    presets, backends, provisioners = out.split("Inference backends:")[0], out.split("Inference backends:")[1].split("Node provisioners:")[0], out.split("Node provisioners:")[1]
+    assert "tiny-test-model             kaito-testplugin" in presets
+    assert "phi-3-mini-4k-instruct      kaito-phi3" in presets
+    assert "echo  kaito-testplugin" in backends
+    assert "test-noop  kaito-testplugin" in provisioners
+
+
+def test_without_the_test_plugin_its_items_are_absent() -> None:
+    result = run_kaito("plugins")
+    assert result.returncode == 0, result.stderr
+    assert "tiny-test-model" not in result.stdout
+
+
+def test_duplicate_names_are_rejected_naming_both_distributions(testplugin_dir: Path, testplugin_dup_dir: Path) -> None:
+    result = run_kaito("plugins", pythonpath=[testplugin_dir, testplugin_dup_dir])
+    assert result.returncode == 2
+    assert "preset 'tiny-test-model' is registered twice" in result.stderr
+    assert "kaito-testplugin " in result.stderr or "by kaito-testplugin" in result.stderr
+    assert "kaito-testplugin-dup" in result.stderr
+
+
+def test_duplicate_names_in_process() -> None:
+    class Again:
+        @hookimpl
+        def register_presets(self, register: Any) -> None:
+            register(PHI_3_MINI_4K)
+
+    with pytest.raises(PluginError, match="preset 'phi-3-mini-4k-instruct' is registered twice"):
+        Registry.from_plugins(kaito_phi3, Again())
+
+
+def test_misspelt_hook_fails_loudly() -> None:
+    class Misspelt:
+        @hookimpl
+        def register_preset(self, register: Any) -> None:  # missing "s"
+            raise AssertionError("never called")
+
+    with pytest.raises(PluginError, match="unknown hook.*register_preset"):
+        make_plugin_manager(entry_points=False, plugins=[Misspelt()])
+
+
+def test_unknown_preset_lists_installed_and_names_the_package() -> None:
+    registry = Registry.from_plugins(kaito_phi3)
+    with pytest.raises(NotFoundError) as info:
+        registry.preset("phi-5-giant")
+    message = str(info.value)
+    assert "preset 'phi-5-giant' is not installed" in message
+    assert "phi-3-mini-4k-instruct" in message and "phi-4-mini-instruct" in message
+    assert "pip install kaito-phi3" in message
+    with pytest.raises(NotFoundError, match="installed: none.*pip install kaito-servers"):
+        registry.backend("transformers")
+
+
+def test_a_broken_plugin_is_reported_as_the_plugins_fault() -> None:
+    class Broken:
+        @hookimpl
+        def register_presets(self, register: Any) -> None:
+            register("not a preset")
+
+    with pytest.raises(PluginError, match="registered 'not a preset' as a preset"):
+        Registry.from_plugins(Broken())
+
+
+def test_nothing_is_loaded_at_import_time() -> None:
+    import importlib
+
+    import kaito_core.plugins.registry as registry_module
+
+    importlib.reload(registry_module)
+    assert not [name for name in vars(registry_module) if isinstance(getattr(registry_module, name), Registry)]
