@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaito_core.api.labels import ANNOTATION_ENABLE_LB, ANNOTATION_REVISION, LABEL_WORKSPACE
-from kaito_core.api.workspace import AdapterSpec, Workspace
+from kaito_core.api.workspace import Workspace
 from kaito_core.backends import ADAPTERS_DIR, DISTRIBUTED_PORT, ServerSpec
 from kaito_core.presets import Preset
 
@@ -45,6 +45,7 @@ class WorkloadInputs:
     revision: str
     image: str
     """Inference image when the backend names none."""
+    backend_name: str
     adapter_puller_image: str
     extra_labels: dict[str, str] = field(default_factory=dict)
 
@@ -94,11 +95,6 @@ def _meta(ws: Workspace, name: str, extra_labels: dict[str, str], annotations: d
     return meta
 
 
-def adapter_strength(adapter: AdapterSpec) -> str:
-    """The adapter's strength as the server reads it (env ``<name>``); default "1.0"."""
-    return adapter.strength if adapter.strength is not None else "1.0"
-
-
 def _dns_label(text: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")[:50] or "adapter"
 
@@ -129,21 +125,22 @@ test -f "$ADAPTER_DIR/adapter_config.json" || { echo "adapter image $ADAPTER_IMA
 """
 
 
-def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, str]]]:
-    """(initContainers, volumes, main-container volumeMounts, env) for the workspace's adapters."""
+def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(initContainers, volumes, main-container volumeMounts) for the workspace's adapters.
+
+    Strengths reach the server through the backend's ServerSpec.env (kaito-servers:
+    ``KAITO_ADAPTER_STRENGTHS``), not through per-adapter variables."""
     inference = inputs.workspace.inference
     adapters = inference.adapters if inference else []
     inits: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
-    env: list[dict[str, str]] = []
     image_adapters = [a for a in adapters if a.source.image]
     if image_adapters:
         volumes.append({"name": "adapter-volume", "emptyDir": {}})
         mounts.append({"name": "adapter-volume", "mountPath": ADAPTERS_DIR})
     for adapter in adapters:
         name = adapter.source.name or ""
-        env.append({"name": name, "value": adapter_strength(adapter)})
         if adapter.source.image:
             init_mounts = [{"name": "adapter-volume", "mountPath": ADAPTERS_DIR}]
             secrets = adapter.source.image_pull_secrets
@@ -168,7 +165,45 @@ def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[d
             vol = f"adapter-{_dns_label(name)}"
             volumes.append({"name": vol, **adapter.source.volume_source})
             mounts.append({"name": vol, "mountPath": f"{ADAPTERS_DIR}/{name}", "readOnly": True})
-    return inits, volumes, mounts, env
+    return inits, volumes, mounts
+
+
+# -- model weights --------------------------------------------------------------------------------
+
+WEIGHTS_DIR = "/workspace/weights"
+"""Where the inference server reads the weights (kaito-servers: ``--model /workspace/weights``)."""
+
+DOWNLOAD_SCRIPT = """import os
+from huggingface_hub import snapshot_download
+patterns = [p for p in os.environ.get("KAITO_WEIGHT_FILES", "").split(",") if p] or None
+snapshot_download(repo_id=os.environ["KAITO_MODEL_REPO"], revision=os.environ["KAITO_MODEL_REVISION"],
+                  local_dir=os.environ["KAITO_WEIGHTS_DIR"], allow_patterns=patterns)
+"""
+
+
+def _weights_downloader(inputs: WorkloadInputs, image: str, server_env: list[dict[str, Any]]) -> dict[str, Any]:
+    """Init container that downloads the preset's pinned weights into the weights volume."""
+    preset = inputs.preset
+    params = preset.backends.get(inputs.backend_name)
+    files = [params.model_file] if params is not None and params.model_file else []
+    if files:
+        files += ["*.json", "tokenizer*"]
+    env: list[dict[str, Any]] = [
+        {"name": "KAITO_MODEL_REPO", "value": preset.source_repo},
+        {"name": "KAITO_MODEL_REVISION", "value": preset.revision},
+        {"name": "KAITO_WEIGHTS_DIR", "value": WEIGHTS_DIR},
+        {"name": "KAITO_WEIGHT_FILES", "value": ",".join(files)},
+        {"name": "HF_HOME", "value": f"{WEIGHTS_DIR}/.hf"},
+    ]
+    env += [e for e in server_env if e["name"] == "HF_TOKEN"]
+    return {
+        "name": "model-weights-downloader",
+        "image": image,
+        "command": ["python3", "-c", DOWNLOAD_SCRIPT],
+        "env": env,
+        "volumeMounts": [{"name": "model-weights", "mountPath": WEIGHTS_DIR}],
+        "securityContext": _container_security(),
+    }
 
 
 # -- pod ------------------------------------------------------------------------------------------
@@ -195,10 +230,9 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     """The inference pod template (labels, affinity, tolerations, container, volumes, probes)."""
     ws, server = inputs.workspace, inputs.server
     inference = ws.inference
-    inits, adapter_volumes, adapter_mounts, adapter_env = _adapter_parts(inputs)
+    adapter_inits, adapter_volumes, adapter_mounts = _adapter_parts(inputs)
 
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(server.env.items())]
-    env += adapter_env
     options = inference.preset.preset_options if inference and inference.preset else None
     if options and options.model_access_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": options.model_access_secret, "key": "HF_TOKEN"}}})
@@ -215,8 +249,16 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     shm: dict[str, Any] = {"medium": "Memory"}
     if server.shm_gib:
         shm["sizeLimit"] = f"{int(server.shm_gib * 1024)}Mi"
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": shm}]
-    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    image = server.image or (options.image if options and options.image else inputs.image)
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": shm},
+        {"name": "model-weights", "emptyDir": {"sizeLimit": f"{inputs.preset.disk_gib}Gi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "model-weights", "mountPath": WEIGHTS_DIR},
+    ]
+    inits = [_weights_downloader(inputs, image, env)] + adapter_inits
     volumes += adapter_volumes
     mounts += adapter_mounts
     if inference and inference.config:
@@ -225,7 +267,7 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
 
     container: dict[str, Any] = {
         "name": ws.name,
-        "image": server.image or (options.image if options and options.image else inputs.image),
+        "image": image,
         "command": list(server.command),
         "args": list(server.args),
         "env": env,

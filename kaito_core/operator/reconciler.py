@@ -138,6 +138,7 @@ class Reconciler:
             affinity_terms=provisioner.node_affinity_terms(request),
             revision=obj["metadata"].get("annotations", {}).get(ANNOTATION_REVISION, "1"),
             image=self.settings.images.inference,
+            backend_name=backend.name,
             adapter_puller_image=self.settings.images.adapter_puller,
         )
         uid = ws.metadata.uid or ""

@@ -84,10 +84,12 @@ class RequeueSettings(_Section):
 class ImageSettings(_Section):
     """values.yaml ``image`` / ``presetRegistryName``: images used in generated workloads."""
 
-    registry: str = "mcr.microsoft.com/aks/kaito"
-    """Registry of the KAITO inference base image."""
-    base: str = "kaito-base:0.5.0"
-    """Inference image (name:tag under registry) when the backend names none."""
+    registry: str = "ghcr.io/kaito-py"
+    """Registry of the inference server image (kaito-servers). No image is published yet: build one
+    from servers/ and point this (KAITO_IMAGES__REGISTRY) at your registry."""
+    base: str = "kaito-servers:0.1.0"
+    """Inference image (name:tag under registry) when the backend names none; it must contain
+    kaito-servers with the backends and huggingface_hub (the weights downloader uses it)."""
     adapter_puller: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
     """Image with skopeo that copies adapter images into /mnt/adapter/<name>."""
 

@@ -8,7 +8,7 @@ import pytest
 from opgolden import assert_golden, load_example
 
 from kaito_core.api.workspace import Workspace
-from kaito_core.backends import ServingContext
+from kaito_core.backends import AdapterRef, ServingContext
 from kaito_core.operator import contracts
 from kaito_core.operator.manifests import (
     ANNOTATION_APPLIED_HASH,
@@ -34,11 +34,15 @@ def inputs_for(obj: dict[str, Any], registry: Registry, provisioner: str = "gpu-
         match_labels=ws.resource.label_selector.match_labels, disk_gib=preset.disk_gib,
     )
     settings = OperatorSettings()
-    server = backend.server_spec(preset, ServingContext(workspace=ws.name, namespace=ws.namespace, gpus_per_node=plan.gpus_per_node, node_count=plan.nodes))
+    adapters = tuple(AdapterRef(name=a.source.name or "", strength=float(a.strength or "1.0")) for a in ws.inference.adapters)
+    server = backend.server_spec(
+        preset,
+        ServingContext(workspace=ws.name, namespace=ws.namespace, gpus_per_node=plan.gpus_per_node, node_count=plan.nodes, adapters=adapters),
+    )
     return WorkloadInputs(
         workspace=ws, preset=preset, server=server, nodes=plan.nodes, gpus_per_node=plan.gpus_per_node,
         affinity_terms=registry.provisioner(provisioner).node_affinity_terms(request), revision="1",
-        image=settings.images.inference, adapter_puller_image=settings.images.adapter_puller,
+        image=settings.images.inference, backend_name=backend.name, adapter_puller_image=settings.images.adapter_puller,
     )
 
 
@@ -51,8 +55,8 @@ def test_single_node_example_gives_deployment_and_service(registry: Registry) ->
 def test_adapter_example_pulls_adapter_and_passes_strength(registry: Registry) -> None:
     objects = build_inference_objects(inputs_for(load_example("examples/inference/kaito_workspace_phi_3_with_adapters.yaml"), registry))
     pod = objects[0]["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["initContainers"]] == ["puller-phi-3-adapter"]
-    assert {"name": "phi-3-adapter", "value": "1.0"} in pod["containers"][0]["env"]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-weights-downloader", "puller-phi-3-adapter"]
+    assert {"name": "KAITO_ADAPTER_STRENGTHS", "value": '{"phi-3-adapter": 1.0}'} in pod["containers"][0]["env"]
     assert {"name": "adapter-volume", "mountPath": "/mnt/adapter"} in pod["containers"][0]["volumeMounts"]
     assert_golden("phi3-adapters-deployment", objects)
 
