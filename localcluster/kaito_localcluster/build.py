@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import string
 import subprocess
@@ -204,7 +205,7 @@ class _GoRunner:
     def run(self, step: str, args: Sequence[str], cwd: Path, extra_env: dict[str, str] | None = None) -> None:
         """Run ``go <args>`` in ``cwd``; raise :class:`BuildError` with the output tail on failure."""
         cmd = [self.go, *args]
-        self.progress(f"[{step}] $ {' '.join(cmd)}")
+        self.progress(f"[{step}] $ {shlex.join(cmd)}")
         started = time.monotonic()
         tail: collections.deque[str] = collections.deque(maxlen=60)
         packages = 0

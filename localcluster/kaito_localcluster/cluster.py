@@ -54,7 +54,10 @@ STATE_FILE = "cluster.json"
 
 _CLIENTS = (
     ClientIdentity("admin", "admin", ("system:masters",)),
-    ClientIdentity("kube-controller-manager", "system:kube-controller-manager"),
+    # In system:masters so that all controllers can share the KCM identity
+    # (--use-service-account-credentials=false): creating one service account and
+    # token per controller made the KCM take ~6s longer to come up.
+    ClientIdentity("kube-controller-manager", "system:kube-controller-manager", ("system:masters",)),
     ClientIdentity("kube-scheduler", "system:kube-scheduler"),
     ClientIdentity("kwok", "system:kwok-controller", ("system:masters",)),
 )
@@ -71,6 +74,22 @@ class StartError(ClusterError):
         self.component = component
         self.log_tail = log_tail
         super().__init__(message)
+
+
+#: urllib opener that never uses a proxy: every health probe goes straight to 127.0.0.1.
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http_get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET a loopback URL without any proxy; return (status, body)."""
+    if not url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")):
+        raise ValueError(f"refusing to contact non-loopback URL {url}")
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if ctx is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=ctx))
+    opener = urllib.request.build_opener(*handlers) if ctx is not None else _NO_PROXY_OPENER
+    with opener.open(url, timeout=timeout) as resp:
+        return int(resp.status), resp.read()
 
 
 def free_port() -> int:
@@ -375,7 +394,8 @@ class LocalCluster:
                     self._terminate()
                     if "address already in use" in exc.log_tail and attempt < attempts:
                         log.warning("port clash while starting %s; retrying with new ports", exc.component)
-                        self._cleanup_dir(force=True)
+                        if self._user_workdir is None:
+                            self._cleanup_dir(force=True)
                         continue
                     self._cleanup_dir()
                     raise
@@ -435,6 +455,8 @@ class LocalCluster:
     def _start_once(self, binaries: BinarySet, deadline: float) -> None:
         d = self._require_dir()
         self.processes = []
+        # Ports (and thus etcd's recorded peer URL) change on every start: never reuse old data.
+        shutil.rmtree(d / "etcd", ignore_errors=True)
         self.ports = {
             name: free_port()
             for name in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -517,10 +539,11 @@ class LocalCluster:
         self._spawn("etcd", args)
 
         def healthy() -> bool:
-            with urllib.request.urlopen(f"{client}/health", timeout=2) as resp:  # noqa: S310 - loopback only
-                return bool(json.loads(resp.read()).get("health") == "true")
+            _, body = _http_get(f"{client}/health")
+            return bool(json.loads(body).get("health") == "true")
 
         self._wait(healthy, f"etcd health at {client}", deadline, "etcd")
+        log.info("etcd ready at %s", client)
 
     def _start_apiserver(self, binaries: BinarySet, d: Path, deadline: float) -> None:
         pki = self._require_pki()
@@ -535,6 +558,13 @@ class LocalCluster:
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
+            # Publishing a request-header CA lets the KCM/scheduler delegated authn load
+            # extension-apiserver-authentication cleanly (no proxy is actually used).
+            f"--requestheader-client-ca-file={pki.ca_cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             "--authorization-mode=RBAC",
             f"--service-account-issuer=https://127.0.0.1:{port}",
             f"--service-account-key-file={pki.sa_public_key}",
@@ -544,12 +574,16 @@ class LocalCluster:
             # The defaults already include both webhook plugins; naming them makes
             # the requirement explicit (the operator registers a validating webhook).
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota",
+            # The lease reconciler refuses a loopback advertise address ("may not be in
+            # the loopback range"), so the default/kubernetes Service gets no endpoints.
+            "--endpoint-reconciler-type=none",
             "--profiling=false",
             *self.extra_args.get("kube-apiserver", []),
         ]
         self._spawn("kube-apiserver", args)
         api = self.api
         self._wait(lambda: api.request("GET", "/readyz", timeout=5) == "ok", f"kube-apiserver /readyz at {self.server}", deadline, "kube-apiserver")
+        log.info("kube-apiserver ready at %s", self.server)
 
     def _kcm_args(self, binaries: BinarySet, d: Path) -> list[str]:
         pki = self._require_pki()
@@ -564,7 +598,7 @@ class LocalCluster:
             f"--cert-dir={d / 'kcm-certs'}",
             "--leader-elect=false",
             "--controllers=*",
-            "--use-service-account-credentials=true",
+            "--use-service-account-credentials=false",
             f"--root-ca-file={pki.ca_cert}",
             f"--service-account-private-key-file={pki.sa_private_key}",
             f"--cluster-signing-cert-file={pki.ca_cert}",
@@ -590,13 +624,13 @@ class LocalCluster:
         ]
 
     def _start_kwok(self, binaries: BinarySet, d: Path) -> None:
-        stages = resources.files("kaito_localcluster").joinpath("kwok", "stages-fast.yaml").read_text(encoding="utf-8")
-        config = yaml.safe_dump(
-            {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration", "options": {}},
-            sort_keys=False,
-        )
+        # Only Stage documents: a KwokConfiguration document here would replace kwok's
+        # defaulted options (e.g. node lease parallelism 0 -> "must be greater than 0").
         cfg = d / "kwok.yaml"
-        cfg.write_text(config + stages, encoding="utf-8")
+        cfg.write_text(
+            resources.files("kaito_localcluster").joinpath("kwok", "stages-fast.yaml").read_text(encoding="utf-8"),
+            encoding="utf-8",
+        )
         home = d / "kwok-home"  # kwok always loads ~/.kwok/kwok.yaml if present; isolate it
         home.mkdir(exist_ok=True)
         env = dict(os.environ, HOME=str(home))
@@ -623,8 +657,8 @@ class LocalCluster:
         insecure.verify_mode = ssl.CERT_NONE  # self-signed serving certs of our own loopback components
 
         def healthz(url: str, ctx: ssl.SSLContext | None) -> bool:
-            with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310 - loopback only
-                return resp.status == 200
+            status, _ = _http_get(url, ctx)
+            return status == 200
 
         names = {p.name for p in self.processes}
         if "kube-controller-manager" in names:
@@ -720,7 +754,7 @@ class LocalCluster:
         path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
 
         def established() -> bool:
-            conds = self.api.get(path).get("status", {}).get("conditions", [])
+            conds = self.api.get(path).get("status", {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
 
         wait_for(established, timeout=timeout, what=f"CRD {name} Established")
