@@ -46,6 +46,9 @@ class WorkloadInputs:
     image: str
     """Inference image when the backend names none."""
     backend_name: str
+    distributed: bool = False
+    """True when the backend splits one model across the nodes (torch.distributed); False when
+    several nodes run independent replicas."""
     adapter_puller_image: str
     extra_labels: dict[str, str] = field(default_factory=dict)
 
@@ -237,7 +240,7 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     if options and options.model_access_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": options.model_access_secret, "key": "HF_TOKEN"}}})
     ports: list[dict[str, Any]] = [{"name": "http", "containerPort": server.port, "protocol": "TCP"}]
-    if inputs.nodes > 1:
+    if inputs.nodes > 1 and inputs.distributed:
         env += [
             {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}}},
             {"name": "NODE_COUNT", "value": str(inputs.nodes)},
@@ -353,7 +356,7 @@ def build_service(inputs: WorkloadInputs) -> dict[str, Any]:
     ws = inputs.workspace
     lb = ws.metadata.annotations.get(ANNOTATION_ENABLE_LB, "").lower() == "true"
     selector = {LABEL_WORKSPACE: ws.name}
-    if inputs.nodes > 1:
+    if inputs.nodes > 1 and inputs.distributed:  # the leader serves; replicas would all serve
         selector["statefulset.kubernetes.io/pod-name"] = f"{ws.name}-0"
     return stamp(
         {

@@ -81,16 +81,30 @@ class Reconciler:
             raise
 
     def finalize(self, obj: dict[str, Any]) -> None:
-        """Delete what the provisioner created for the workspace; children go by owner references.
+        """Stop the inference pods, then delete what the provisioner created for the workspace.
+
+        The workload goes first so the servers shut down while their nodes still exist (no pods
+        stranded on vanished nodes); the Services and the rest go by owner references.
 
         Raises:
-            NotReadyError: NodeClaims (and their cloud nodes) are still being deleted.
+            NotReadyError: pods are still terminating, or NodeClaims (and their cloud nodes) are
+                still being deleted.
         """
         meta = obj["metadata"]
-        provisioner = self.registry.provisioner(self.settings.node_provisioner.name)
-        if not provisioner.delete_nodes(self.kube.api, workspace=meta["name"], namespace=meta["namespace"]):
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        for kind in ("Deployment", "StatefulSet"):
+            self.kube.delete_if_owned(kind, namespace, name, uid)
+        pods = self.kube.list_pods(namespace, f"{LABEL_WORKSPACE}={name}")
+        if pods:
             raise NotReadyError(
-                f"waiting for the nodes of workspace {meta['namespace']}/{meta['name']} to be deleted by {provisioner.name}",
+                f"waiting for {len(pods)} inference pod(s) of workspace {namespace}/{name} to terminate",
+                delay=self.settings.requeue.delete_s,
+                reason="PodsTerminating",
+            )
+        provisioner = self.registry.provisioner(self.settings.node_provisioner.name)
+        if not provisioner.delete_nodes(self.kube.api, workspace=name, namespace=namespace):
+            raise NotReadyError(
+                f"waiting for the nodes of workspace {namespace}/{name} to be deleted by {provisioner.name}",
                 delay=self.settings.requeue.delete_s,
                 reason="NodesDeleting",
             )
@@ -139,6 +153,7 @@ class Reconciler:
             revision=obj["metadata"].get("annotations", {}).get(ANNOTATION_REVISION, "1"),
             image=self.settings.images.inference,
             backend_name=backend.name,
+            distributed=plan.nodes > 1 and backend.supports_multi_node,
             adapter_puller_image=self.settings.images.adapter_puller,
         )
         uid = ws.metadata.uid or ""

@@ -77,7 +77,7 @@ class RequeueSettings(_Section):
     """After a validation failure (a spec change wakes the workspace at once)."""
     resync_s: float = 600.0
     """Level-based re-check of a ready workspace (reads only; writes nothing when nothing changed)."""
-    delete_s: float = 2.0
+    delete_s: float = 1.0
     """While the finalizer waits for NodeClaims to go."""
 
 

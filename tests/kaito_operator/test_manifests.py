@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -69,7 +70,13 @@ def test_several_nodes_give_statefulset_with_headless_service(registry: Registry
     headless, sts, svc = objects
     assert headless["metadata"]["name"] == "workspace-phi-3-mini-headless" and headless["spec"]["clusterIP"] == "None"
     assert sts["spec"]["serviceName"] == "workspace-phi-3-mini-headless" and sts["spec"]["replicas"] == 2
-    assert svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "workspace-phi-3-mini-0"
+    # transformers runs independent replicas (no model split): the Service balances over all pods
+    assert svc["spec"]["selector"] == {"kaito.sh/workspace": "workspace-phi-3-mini"}
+    distributed = build_inference_objects(dataclasses.replace(inputs_for(obj, registry), distributed=True))
+    leader_env = {e["name"]: e.get("value") for e in distributed[1]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert leader_env["MASTER_ADDR"] == "workspace-phi-3-mini-0.workspace-phi-3-mini-headless.default.svc.cluster.local"
+    assert leader_env["MASTER_PORT"] == "29500"
+    assert distributed[2]["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "workspace-phi-3-mini-0"
     assert_golden("phi3-statefulset", objects)
 
 
