@@ -46,10 +46,10 @@ class WorkloadInputs:
     image: str
     """Inference image when the backend names none."""
     backend_name: str
+    adapter_puller_image: str
     distributed: bool = False
     """True when the backend splits one model across the nodes (torch.distributed); False when
     several nodes run independent replicas."""
-    adapter_puller_image: str
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
