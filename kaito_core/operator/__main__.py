@@ -2,4 +2,5 @@
 
 from kaito_core.operator.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

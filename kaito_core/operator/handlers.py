@@ -49,10 +49,10 @@ def make_registry() -> kopf.OperatorRegistry:
     # -- workspaces ---------------------------------------------------------------------------
 
     @kopf.daemon(GROUP, STORAGE_VERSION, PLURAL, id="reconcile", registry=registry, cancellation_timeout=30.0)
-    async def reconcile_workspace(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str, memo: Any, **_: Any) -> None:
+    async def reconcile_workspace(*, stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         """Reconcile until stopped; sleep between rounds until the delay passes or something is poked."""
         ctx = _ctx(memo)
-        key = (namespace, name)
+        key = (namespace or "", name)
         poke = ctx.pokes.register(key)
         try:
             while not stopped:
@@ -63,12 +63,13 @@ def make_registry() -> kopf.OperatorRegistry:
             ctx.pokes.unregister(key, poke)
 
     @kopf.on.event(GROUP, STORAGE_VERSION, PLURAL, id="watch-workspace", registry=registry)
-    async def workspace_event(body: kopf.Body, namespace: str, name: str, memo: Any, **_: Any) -> None:
+    async def workspace_event(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         """Wake the workspace's daemon when its spec or annotations change (not on our own status writes)."""
-        _ctx(memo).pokes.poke_if_changed(("Workspace", namespace, name), (namespace, name), fingerprint.workspace(body))
+        ns = namespace or ""
+        _ctx(memo).pokes.poke_if_changed(("Workspace", ns, name), (ns, name), fingerprint.workspace(body))
 
     @kopf.on.delete(GROUP, STORAGE_VERSION, PLURAL, id="finalize", registry=registry)
-    async def finalize_workspace(body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def finalize_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         """Delete the workspace's NodeClaims (and cloud nodes) before the finalizer is removed."""
         ctx = _ctx(memo)
         with kopf_errors(ctx.settings.requeue.delete_s):
@@ -79,34 +80,38 @@ def make_registry() -> kopf.OperatorRegistry:
     owner_labels = {LABEL_WORKSPACE: kopf.PRESENT, LABEL_WORKSPACE_NAMESPACE: kopf.PRESENT}
 
     @kopf.on.event("karpenter.sh", "v1", "nodeclaims", id="watch-nodeclaim", labels=owner_labels, registry=registry)
-    async def nodeclaim_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def nodeclaim_event(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         """A NodeClaim moved: wake its workspace."""
         _poke_by_labels(memo, "NodeClaim", body, fingerprint.conditions(body))
 
     @kopf.on.event("", "v1", "nodes", id="watch-node", labels=owner_labels, registry=registry)
-    async def node_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def node_event(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         """A workspace's node changed readiness or GPU capacity: wake its workspace."""
         _poke_by_labels(memo, "Node", body, fingerprint.node(body))
 
     @kopf.on.event("", "v1", "pods", id="watch-pod", labels={LABEL_WORKSPACE: kopf.PRESENT}, registry=registry)
-    async def pod_event(body: kopf.Body, namespace: str, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+    async def pod_event(*, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
         """An inference pod changed state: wake its workspace."""
-        key = (namespace, labels[LABEL_WORKSPACE])
-        _ctx(memo).pokes.poke_if_changed(("Pod", namespace, body["metadata"]["name"]), key, fingerprint.pod(body))
+        ns = namespace or ""
+        key = (ns, labels[LABEL_WORKSPACE])
+        _ctx(memo).pokes.poke_if_changed(("Pod", ns, body["metadata"]["name"]), key, fingerprint.pod(body))
 
     for plural in ("deployments", "statefulsets"):
 
         @kopf.on.event("apps", "v1", plural, id=f"watch-{plural}", labels={LABEL_WORKSPACE: kopf.PRESENT}, registry=registry)
-        async def workload_event(body: kopf.Body, namespace: str, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+        async def workload_event(*, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
             """The workload's rollout moved: wake its workspace."""
-            key = (namespace, labels[LABEL_WORKSPACE])
-            ident = (body.get("kind", "Workload"), namespace, body["metadata"]["name"])
+            ns = namespace or ""
+            key = (ns, labels[LABEL_WORKSPACE])
+            ident = (str(body.get("kind", "Workload")), ns, body["metadata"]["name"])
             _ctx(memo).pokes.poke_if_changed(ident, key, fingerprint.workload(body))
 
     # -- admission --------------------------------------------------------------------------------
 
     @kopf.on.validate(GROUP, PLURAL, id="validate-workspace", operations=["CREATE", "UPDATE"], registry=registry)
-    def validate_workspace(body: kopf.Body, old: kopf.Body | None, operation: str | None, memo: Any, **_: Any) -> None:
+    def validate_workspace(
+        *, body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None, **_: Any
+    ) -> None:
         """Refuse invalid Workspaces at kubectl-apply time with every field-named problem."""
         ctx = _ctx(memo)
         obj = {k: v for k, v in copy.deepcopy(dict(body)).items() if k != "status"}

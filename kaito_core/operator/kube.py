@@ -22,9 +22,9 @@ def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """An ApiClient from in-cluster config when inside a pod, else from kubeconfig/$KUBECONFIG."""
     cfg = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=cfg)
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
     cfg.connection_pool_maxsize = 32
     return client.ApiClient(cfg)
 
@@ -60,10 +60,10 @@ def request(
         auth_settings=["BearerToken"],
     )
     resp = api.call_api(*params)
-    resp.read()
+    raw: bytes = resp.read() or b""  # type: ignore[no-untyped-call]
     if not 200 <= resp.status <= 299:
-        raise client.ApiException.from_response(http_resp=resp, body=resp.data.decode("utf-8", "replace"), data=None)
-    data: dict[str, Any] = json.loads(resp.data) if resp.data else {}
+        raise client.ApiException.from_response(http_resp=resp, body=raw.decode("utf-8", "replace"), data=None)
+    data: dict[str, Any] = json.loads(raw) if raw else {}
     return data
 
 

@@ -145,7 +145,7 @@ def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[d
     for adapter in adapters:
         name = adapter.source.name or ""
         if adapter.source.image:
-            init_mounts = [{"name": "adapter-volume", "mountPath": ADAPTERS_DIR}]
+            init_mounts: list[dict[str, Any]] = [{"name": "adapter-volume", "mountPath": ADAPTERS_DIR}]
             secrets = adapter.source.image_pull_secrets
             if secrets:
                 vol = f"pull-secret-{_dns_label(name)}"
