@@ -20,7 +20,7 @@ from kaito_core.backends import AdapterRef, InferenceBackend, ServingContext
 from kaito_core.errors import KaitoError, NotFoundError, NotReadyError, PluginError, ProvisioningError, ValidationError
 from kaito_core.operator import contracts
 from kaito_core.operator.kube import Kube
-from kaito_core.operator.manifests import WorkloadInputs, build_inference_objects, headless_name, spec_hash
+from kaito_core.operator.manifests import WorkloadInputs, build_inference_objects, spec_hash
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.operator.status import Facts, WorkloadFacts, build_status, classify_pods, status_changed
 from kaito_core.plugins import Registry
@@ -164,14 +164,6 @@ class Reconciler:
                 log.info("%s %s/%s %s", desired["kind"], ws.namespace, desired["metadata"]["name"], "written")
             if desired["kind"] == kind:
                 workload_obj = applied
-        # A workspace never changes its node count (resource.count is immutable), but a stale
-        # workload of the other kind may exist after an operator upgrade: remove it.
-        if plan.nodes == 1:
-            self.kube.delete_if_owned("StatefulSet", ws.namespace, ws.name, uid)
-            self.kube.delete_if_owned("Service", ws.namespace, headless_name(ws), uid)
-        else:
-            self.kube.delete_if_owned("Deployment", ws.namespace, ws.name, uid)
-
         workload = self._observe(workload_obj, ws) if workload_obj else WorkloadFacts()
         self._write_status(obj, Facts(generation=generation, target_nodes=plan.nodes, provision=result, workload=workload), old_status)
         if not workload.ready:
