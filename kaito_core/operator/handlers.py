@@ -63,10 +63,10 @@ def make_registry() -> kopf.OperatorRegistry:
             ctx.pokes.unregister(key, poke)
 
     @kopf.on.event(GROUP, STORAGE_VERSION, PLURAL, id="watch-workspace", registry=registry)
-    async def workspace_event(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    async def workspace_event(*, type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         """Wake the workspace's daemon when its spec or annotations change (not on our own status writes)."""
         ns = namespace or ""
-        _ctx(memo).pokes.poke_if_changed(("Workspace", ns, name), (ns, name), fingerprint.workspace(body))
+        _ctx(memo).pokes.poke_if_changed(("Workspace", ns, name), (ns, name), fingerprint.workspace(body), deleted=type == "DELETED")
 
     @kopf.on.delete(GROUP, STORAGE_VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -80,31 +80,33 @@ def make_registry() -> kopf.OperatorRegistry:
     owner_labels = {LABEL_WORKSPACE: kopf.PRESENT, LABEL_WORKSPACE_NAMESPACE: kopf.PRESENT}
 
     @kopf.on.event("karpenter.sh", "v1", "nodeclaims", id="watch-nodeclaim", labels=owner_labels, registry=registry)
-    async def nodeclaim_event(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def nodeclaim_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         """A NodeClaim moved: wake its workspace."""
-        _poke_by_labels(memo, "NodeClaim", body, fingerprint.conditions(body))
+        _poke_by_labels(memo, "NodeClaim", body, fingerprint.conditions(body), deleted=type == "DELETED")
 
     @kopf.on.event("", "v1", "nodes", id="watch-node", labels=owner_labels, registry=registry)
-    async def node_event(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def node_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
         """A workspace's node changed readiness or GPU capacity: wake its workspace."""
-        _poke_by_labels(memo, "Node", body, fingerprint.node(body))
+        _poke_by_labels(memo, "Node", body, fingerprint.node(body), deleted=type == "DELETED")
 
     @kopf.on.event("", "v1", "pods", id="watch-pod", labels={LABEL_WORKSPACE: kopf.PRESENT}, registry=registry)
-    async def pod_event(*, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+    async def pod_event(*, type: str, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
         """An inference pod changed state: wake its workspace."""
         ns = namespace or ""
         key = (ns, labels[LABEL_WORKSPACE])
-        _ctx(memo).pokes.poke_if_changed(("Pod", ns, body["metadata"]["name"]), key, fingerprint.pod(body))
+        _ctx(memo).pokes.poke_if_changed(("Pod", ns, body["metadata"]["name"]), key, fingerprint.pod(body), deleted=type == "DELETED")
 
     for plural in ("deployments", "statefulsets"):
 
         @kopf.on.event("apps", "v1", plural, id=f"watch-{plural}", labels={LABEL_WORKSPACE: kopf.PRESENT}, registry=registry)
-        async def workload_event(*, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+        async def workload_event(
+            *, type: str, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+        ) -> None:
             """The workload's rollout moved: wake its workspace."""
             ns = namespace or ""
             key = (ns, labels[LABEL_WORKSPACE])
             ident = (str(body.get("kind", "Workload")), ns, body["metadata"]["name"])
-            _ctx(memo).pokes.poke_if_changed(ident, key, fingerprint.workload(body))
+            _ctx(memo).pokes.poke_if_changed(ident, key, fingerprint.workload(body), deleted=type == "DELETED")
 
     # -- admission --------------------------------------------------------------------------------
 
@@ -133,7 +135,7 @@ def make_registry() -> kopf.OperatorRegistry:
     return registry
 
 
-def _poke_by_labels(memo: Any, kind: str, body: kopf.Body, print_: object) -> None:
+def _poke_by_labels(memo: Any, kind: str, body: kopf.Body, print_: object, *, deleted: bool) -> None:
     labels = body.get("metadata", {}).get("labels") or {}
     key = (labels[LABEL_WORKSPACE_NAMESPACE], labels[LABEL_WORKSPACE])
-    _ctx(memo).pokes.poke_if_changed((kind, "", body["metadata"]["name"]), key, print_)
+    _ctx(memo).pokes.poke_if_changed((kind, "", body["metadata"]["name"]), key, print_, deleted=deleted)

@@ -50,9 +50,13 @@ class Pokes:
         if event is not None:
             event.set()
 
-    def poke_if_changed(self, ident: tuple[str, str, str], key: Key, print_: object) -> None:
-        """Poke ``key`` when the fingerprint of object ``ident`` differs from the last one seen."""
-        if self._prints.get(ident) != print_:
+    def poke_if_changed(self, ident: tuple[str, str, str], key: Key, print_: object, *, deleted: bool = False) -> None:
+        """Poke ``key`` when the fingerprint of object ``ident`` differs from the last one seen
+        (a deleted object always pokes, and its fingerprint is forgotten)."""
+        if deleted:
+            self._prints.pop(ident, None)
+            self.poke(key)
+        elif self._prints.get(ident) != print_:
             self._prints[ident] = print_
             self.poke(key)
 
