@@ -43,7 +43,8 @@ examples:
 
 environment:
   KAITO_CACHE_DIR          cache root (default ~/.cache/kaito)
-  KAITO_CLUSTER_STATE_DIR  state dir of `up`/`down`/`status` (default <cache root>/cluster)
+  KAITO_CLUSTER_STATE_DIR  state dir of `up`/`down`/`status` (default: one per git checkout,
+                           <cache root>/cluster/<checkout>-<hash>)
   KUBEBUILDER_ASSETS       dir with prebuilt kube-apiserver and etcd to use instead of building
 """
 

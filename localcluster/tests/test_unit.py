@@ -120,3 +120,20 @@ def test_cli_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "_supervise" not in out
     args = build_parser().parse_args(["up", "--crd", "a.yaml", "--crd", "b.yaml", "--with", "sleep 1", "--with", "sleep 2"])
     assert args.crd == ["a.yaml", "b.yaml"] and args.with_commands == ["sleep 1", "sleep 2"]
+
+
+def test_default_state_dir_is_per_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaito_localcluster.supervisor import default_state_dir
+
+    monkeypatch.delenv("KAITO_CLUSTER_STATE_DIR", raising=False)
+    monkeypatch.setenv("KAITO_CACHE_DIR", str(tmp_path / "cache"))
+    a, b = tmp_path / "wt" / "a", tmp_path / "wt" / "b"
+    for checkout in (a, b):
+        (checkout / "sub").mkdir(parents=True)
+        (checkout / ".git").write_text("gitdir: elsewhere\n")  # a worktree's .git is a file
+    assert default_state_dir(a / "sub") == default_state_dir(a)
+    assert default_state_dir(a) != default_state_dir(b)
+    assert default_state_dir(a).name.startswith("a-")
+    assert default_state_dir(tmp_path) == tmp_path / "cache" / "cluster" / "default"
+    monkeypatch.setenv("KAITO_CLUSTER_STATE_DIR", str(tmp_path / "explicit"))
+    assert default_state_dir(a) == tmp_path / "explicit"
