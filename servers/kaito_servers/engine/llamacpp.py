@@ -59,6 +59,10 @@ class LlamaCppEngine(BatchingEngine):
         chat_template: str | None = None,
         adapters: list[AdapterInfo] | None = None,
         n_batch: int = 512,
+        kv_unified: bool = False,
+        repack: bool = True,
+        flash_attn: int = -1,
+        pad_single: bool = True,
         verbose: bool = False,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, max_queue=max_queue)
@@ -73,6 +77,7 @@ class LlamaCppEngine(BatchingEngine):
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        mparams.use_extra_bufts = repack
         model = llama_cpp.llama_model_load_from_file(model_path.encode(), mparams)
         if not model:
             raise ConfigurationError(f"llama.cpp could not load {model_path} (not a GGUF model, or unsupported architecture)")
@@ -82,11 +87,15 @@ class LlamaCppEngine(BatchingEngine):
         per_seq = min(context_length or min(n_ctx_train, DEFAULT_CONTEXT_CAP), n_ctx_train)
         self._n_batch = n_batch
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = per_seq * max_batch_size
+        self._pad_single = pad_single
+        self._dummy_seq = max_batch_size
+        n_seqs = max_batch_size + (1 if pad_single else 0)
+        cparams.n_ctx = per_seq * n_seqs
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
-        cparams.n_seq_max = max_batch_size
-        cparams.kv_unified = False
+        cparams.n_seq_max = n_seqs
+        cparams.kv_unified = kv_unified
+        cparams.flash_attn_type = flash_attn
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.no_perf = True
@@ -108,6 +117,7 @@ class LlamaCppEngine(BatchingEngine):
         self._bos_text = self._special_text(int(llama_cpp.llama_vocab_bos(self._vocab)))
         self._eos_text = self._special_text(int(llama_cpp.llama_vocab_eos(self._vocab)))
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._dummy_token = max(0, int(llama_cpp.llama_vocab_bos(self._vocab)))
         log.info(
             "llama.cpp model loaded",
             extra={
@@ -218,6 +228,7 @@ class LlamaCppEngine(BatchingEngine):
             ll.llama_sampler_chain_add(
                 chain,
                 ll.llama_sampler_init_penalties(
+                    self._n_vocab,
                     PENALTY_LAST_N, params.repetition_penalty, params.frequency_penalty, params.presence_penalty
                 ),
             )
@@ -298,8 +309,13 @@ class LlamaCppEngine(BatchingEngine):
                     outputs.append((seq, n - 1))
         if n == 0:
             return []
+        padded = self._pad_single and n == 1
+        if padded:
+            add(self._dummy_token, 0, self._dummy_seq, False)
         batch.n_tokens = n
         rc = ll.llama_decode(self._ctx, batch)
+        if padded:
+            ll.llama_memory_seq_rm(self._mem, self._dummy_seq, -1, -1)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc} for a batch of {n} tokens over {len(active)} sequences")
         produced: list[tuple[GenSequence, int]] = []
