@@ -261,12 +261,18 @@ def clean_up_tokenization(text: str) -> str:
 # -- the app -----------------------------------------------------------------------------------
 
 
-def create_app(settings: ServerSettings, *, engine_factory: EngineFactory | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings,
+    *,
+    engine_factory: EngineFactory | None = None,
+    on_ready: Callable[[Engine], None] | None = None,
+) -> FastAPI:
     """Build the server app for ``settings``; the engine is loaded in the background at startup.
 
     Args:
         settings: the server settings.
         engine_factory: builds the engine (default: the backend plugin named in the settings).
+        on_ready: called (in the loader thread) once the engine serves requests.
     """
     factory = engine_factory or default_engine_factory
     metrics = ServerMetrics()
@@ -304,6 +310,8 @@ def create_app(settings: ServerSettings, *, engine_factory: EngineFactory | None
                 extra={"model": engine.model_name, "backend": engine.backend, "load_s": round(time.monotonic() - state.started, 2),
                        "context_length": engine.context_length, "max_batch_size": engine.max_batch_size},
             )
+            if on_ready is not None:
+                on_ready(engine)
 
         thread = threading.Thread(target=load, name="model-loader", daemon=True)
         thread.start()

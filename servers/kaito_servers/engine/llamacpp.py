@@ -31,6 +31,34 @@ DEFAULT_CONTEXT_CAP = 4096
 PENALTY_LAST_N = 64
 
 
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+"""ggml_log_level (DEBUG=1, INFO=2, WARN=3, ERROR=4; 5 continues the previous line) to logging."""
+_log_callback: Any = None
+"""The ctypes callback handed to llama.cpp (kept alive here for the life of the process)."""
+
+
+def route_llama_logs() -> None:
+    """Send llama.cpp's own log lines to the ``llama_cpp`` Python logger (structured like ours)."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import llama_cpp
+
+    native = logging.getLogger("llama_cpp")
+    last = [logging.DEBUG]
+
+    def forward(level: int, text: bytes, _user: Any) -> None:
+        lvl = last[0] if level == 5 else _LOG_LEVELS.get(level, logging.DEBUG)
+        last[0] = lvl
+        if native.isEnabledFor(lvl):
+            message = text.decode("utf-8", errors="replace").rstrip()
+            if message:
+                native.log(lvl, message)
+
+    _log_callback = llama_cpp.llama_log_callback(forward)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
 @dataclass
 class _SeqState:
     slot: int
@@ -68,7 +96,8 @@ class LlamaCppEngine(BatchingEngine):
         super().__init__(max_batch_size=max_batch_size, max_queue=max_queue)
         import llama_cpp
 
-        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+        route_llama_logs()
+        logging.getLogger("llama_cpp").setLevel(logging.DEBUG if verbose else logging.WARNING)
         self._ll = llama_cpp
         self.model_name = served_name
         self.model_path = model_path
