@@ -234,8 +234,21 @@ class LlamaCppEngine(BatchingEngine):
 
     # -- BatchingEngine hooks -------------------------------------------------------------------
 
+    def _output_piece(self, token: int) -> bytes:
+        """A generated token's bytes; special markers such as ``<start_of_image>`` give none.
+
+        llama.cpp renders user-defined special tokens even with special=False, while
+        transformers' decode(skip_special_tokens=True) hides them; match transformers.
+        """
+        piece = self._piece(token)
+        if piece.startswith(b"<") and piece.endswith(b">") and len(piece) > 2:
+            attr = int(self._ll.llama_vocab_get_attr(self._vocab, token))
+            if attr & (self._ll.LLAMA_TOKEN_ATTR_USER_DEFINED | self._ll.LLAMA_TOKEN_ATTR_CONTROL):
+                return b""
+        return piece
+
     def _new_detokenizer(self) -> Detokenizer:
-        return ByteDetokenizer(self._piece)
+        return ByteDetokenizer(self._output_piece)
 
     def _is_eos(self, token: int) -> bool:
         return bool(self._ll.llama_vocab_is_eog(self._vocab, token))
