@@ -154,6 +154,31 @@ def _chat_prompt(engine: Engine, messages: list[dict[str, str]]) -> list[int]:
     return engine.tokenize(text, add_special=False)
 
 
+class RequestCounter:
+    """Pure ASGI middleware counting requests by route and status (keeps disconnect detection intact)."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def send_and_record(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "other")
+            self.metrics.requests.labels(endpoint, str(status[0])).inc()
+
+
 class _Tracker:
     """Per-request metrics: TTFT, tokens, latency, decode rate."""
 
@@ -163,6 +188,7 @@ class _Tracker:
         self.start = time.monotonic()
         self.first: float | None = None
         self.tokens = 0
+        self.finished = False
 
     def on_event(self, event: StreamEvent) -> None:
         if self.first is None and event.completion_tokens > 0:
@@ -172,12 +198,19 @@ class _Tracker:
         self.metrics.record_tokens(new)
         self.tokens = event.completion_tokens
         if event.finish_reason is not None:
+            self.finished = True
             end = time.monotonic()
             self.metrics.prompt_tokens.inc(event.prompt_tokens)
             self.metrics.latency.labels(self.endpoint).observe(end - self.start)
             self.metrics.finished.labels(event.finish_reason).inc()
             if self.first is not None and self.tokens > 1 and end > self.first:
                 self.metrics.request_rate.observe((self.tokens - 1) / (end - self.first))
+
+    def close(self) -> None:
+        """The request ended; count it as cancelled when its generation had not finished."""
+        if not self.finished:
+            self.finished = True
+            self.metrics.finished.labels("cancelled").inc()
 
 
 async def _collect(request: Request, stream: Any, tracker: _Tracker) -> tuple[str, StreamEvent]:
@@ -199,13 +232,13 @@ async def _collect(request: Request, stream: Any, tracker: _Tracker) -> tuple[st
                 break
             if await request.is_disconnected():
                 task.cancel()
-                tracker.metrics.finished.labels("cancelled").inc()
                 raise GenerationCancelled("the client disconnected")
         task.result()
     finally:
         if not task.done():
             task.cancel()
         await stream.aclose()
+        tracker.close()
     return "".join(parts), last[-1]
 
 
@@ -228,12 +261,18 @@ def clean_up_tokenization(text: str) -> str:
 # -- the app -----------------------------------------------------------------------------------
 
 
-def create_app(settings: ServerSettings, *, engine_factory: EngineFactory | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings,
+    *,
+    engine_factory: EngineFactory | None = None,
+    on_ready: Callable[[Engine], None] | None = None,
+) -> FastAPI:
     """Build the server app for ``settings``; the engine is loaded in the background at startup.
 
     Args:
         settings: the server settings.
         engine_factory: builds the engine (default: the backend plugin named in the settings).
+        on_ready: called (in the loader thread) once the engine serves requests.
     """
     factory = engine_factory or default_engine_factory
     metrics = ServerMetrics()
@@ -271,6 +310,8 @@ def create_app(settings: ServerSettings, *, engine_factory: EngineFactory | None
                 extra={"model": engine.model_name, "backend": engine.backend, "load_s": round(time.monotonic() - state.started, 2),
                        "context_length": engine.context_length, "max_batch_size": engine.max_batch_size},
             )
+            if on_ready is not None:
+                on_ready(engine)
 
         thread = threading.Thread(target=load, name="model-loader", daemon=True)
         thread.start()
@@ -328,13 +369,7 @@ def create_app(settings: ServerSettings, *, engine_factory: EngineFactory | None
         log.exception("unexpected error", extra={"path": request.url.path})
         return _error_response(request, EngineError(f"internal error: {type(exc).__name__}: {exc}"))
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "other")
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestCounter, metrics=metrics)
 
     # -- health, models, metrics ----------------------------------------------------------------
 
@@ -466,6 +501,7 @@ def create_app(settings: ServerSettings, *, engine_factory: EngineFactory | None
                     yield _sse(exc.envelope())
                 finally:
                     await stream.aclose()
+                    tracker.close()
 
             return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
         text, last = await _collect(request, stream, tracker)
@@ -520,6 +556,7 @@ def create_app(settings: ServerSettings, *, engine_factory: EngineFactory | None
                     yield _sse(exc.envelope())
                 finally:
                     await stream.aclose()
+                    tracker.close()
 
             return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
         text, last = await _collect(request, stream, tracker)

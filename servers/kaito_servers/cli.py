@@ -97,7 +97,19 @@ def serve(settings: Any) -> None:
     from kaito_servers.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
+
+    def banner(engine: Any) -> None:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        url = f"http://{host}:{settings.port}"
+        print(
+            f"\n  {engine.model_name} ({engine.backend}) is ready at {url}\n\n"
+            f"  curl -s {url}/chat -H 'Content-Type: application/json' -d '{{\"prompt\": \"What is Kubernetes?\"}}'\n\n"
+            f"  OpenAI API: {url}/v1 (model {engine.model_name!r}); health {url}/health; metrics {url}/metrics\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    app = create_app(settings, on_ready=banner)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level,
                 timeout_graceful_shutdown=10)
 

@@ -167,3 +167,38 @@ def model_of(server: RunningServer) -> str:
     import httpx
 
     return str(httpx.get(server.base_url + "/v1/models").json()["data"][0]["id"])
+
+
+def build_random_gguf_lora(base_gguf: Path, out: Path, *, seed: int = 1, r: int = 8, alpha: float = 16.0,
+                           targets: tuple[str, ...] = ("attn_q", "attn_output"), scale: float = 0.05) -> Path:
+    """Write a GGUF LoRA adapter (the format of llama.cpp's convert_lora_to_gguf.py) with random weights.
+
+    For every ``blk.N.<target>.weight`` of the base GGUF it stores ``.lora_a`` (r x in) and
+    ``.lora_b`` (out x r) in f32, with ``general.type=adapter``, ``adapter.type=lora`` and
+    ``adapter.lora.alpha``, under the base model's architecture.
+    """
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(base_gguf))
+    arch_field = reader.get_field("general.architecture")
+    if arch_field is None:
+        raise ValueError(f"{base_gguf} has no general.architecture")
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    rng = np.random.default_rng(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(out), arch=arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+    for tensor in reader.tensors:
+        parts = tensor.name.split(".")
+        if len(parts) == 4 and parts[0] == "blk" and parts[2] in targets and parts[3] == "weight":
+            n_in, n_out = int(tensor.shape[0]), int(tensor.shape[1])
+            writer.add_tensor(tensor.name + ".lora_a", (rng.standard_normal((r, n_in)) * scale).astype(np.float32))
+            writer.add_tensor(tensor.name + ".lora_b", (rng.standard_normal((n_out, r)) * scale).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

@@ -117,3 +117,28 @@ def test_broken_adapters_fail_loading_with_a_clear_message(start_server: Any, ti
     r = httpx.post(server.base_url + "/chat", json={"prompt": "hi"})
     assert r.status_code == 503
     assert "failed to load" in r.json()["detail"]
+
+
+def test_llamacpp_gguf_lora_strengths(start_server: Any, gemma_gguf: Path, tmp_path: Path) -> None:
+    """llama.cpp applies GGUF LoRA adapters with their strength: 0 equals base, 0.5 and 1 differ."""
+    from kaito_servers.testing import build_random_gguf_lora
+
+    mount = tmp_path / "adapter"
+    build_random_gguf_lora(gemma_gguf, mount / "kube-docs" / "kube-docs.gguf")
+    common = dict(backend="llamacpp", model=str(gemma_gguf), served_model_name="gemma", max_batch_size=2,
+                  context_length=256, threads=2)
+    outputs = {}
+    for strength in (0.0, 0.5, 1.0):
+        server = start_server(adapters_dir=mount, adapter_strengths={"kube-docs": strength}, **common)
+        assert httpx.get(server.base_url + "/health").json()["adapters"] == [{"name": "kube-docs", "strength": strength}]
+        r = httpx.post(server.base_url + "/v1/completions",
+                       json={"model": "gemma", "prompt": "What is Kubernetes?", "max_tokens": 16, "temperature": 0})
+        outputs[strength] = r.json()["choices"][0]["text"]
+        server.stop()
+    base_server = start_server(adapters_dir=tmp_path / "none", **common)
+    r = httpx.post(base_server.base_url + "/v1/completions",
+                   json={"model": "gemma", "prompt": "What is Kubernetes?", "max_tokens": 16, "temperature": 0})
+    base = r.json()["choices"][0]["text"]
+    base_server.stop()
+    assert outputs[0.0] == base
+    assert outputs[0.5] != base and outputs[1.0] != base and outputs[0.5] != outputs[1.0]

@@ -31,6 +31,34 @@ DEFAULT_CONTEXT_CAP = 4096
 PENALTY_LAST_N = 64
 
 
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+"""ggml_log_level (DEBUG=1, INFO=2, WARN=3, ERROR=4; 5 continues the previous line) to logging."""
+_log_callback: Any = None
+"""The ctypes callback handed to llama.cpp (kept alive here for the life of the process)."""
+
+
+def route_llama_logs() -> None:
+    """Send llama.cpp's own log lines to the ``llama_cpp`` Python logger (structured like ours)."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import llama_cpp
+
+    native = logging.getLogger("llama_cpp")
+    last = [logging.DEBUG]
+
+    def forward(level: int, text: bytes, _user: Any) -> None:
+        lvl = last[0] if level == 5 else _LOG_LEVELS.get(level, logging.DEBUG)
+        last[0] = lvl
+        if native.isEnabledFor(lvl):
+            message = text.decode("utf-8", errors="replace").rstrip()
+            if message:
+                native.log(lvl, message)
+
+    _log_callback = llama_cpp.llama_log_callback(forward)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
 @dataclass
 class _SeqState:
     slot: int
@@ -59,12 +87,17 @@ class LlamaCppEngine(BatchingEngine):
         chat_template: str | None = None,
         adapters: list[AdapterInfo] | None = None,
         n_batch: int = 512,
+        kv_unified: bool = False,
+        repack: bool = True,
+        flash_attn: int = -1,
+        pad_single: bool = True,
         verbose: bool = False,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, max_queue=max_queue)
         import llama_cpp
 
-        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+        route_llama_logs()
+        logging.getLogger("llama_cpp").setLevel(logging.DEBUG if verbose else logging.WARNING)
         self._ll = llama_cpp
         self.model_name = served_name
         self.model_path = model_path
@@ -73,6 +106,7 @@ class LlamaCppEngine(BatchingEngine):
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        mparams.use_extra_bufts = repack
         model = llama_cpp.llama_model_load_from_file(model_path.encode(), mparams)
         if not model:
             raise ConfigurationError(f"llama.cpp could not load {model_path} (not a GGUF model, or unsupported architecture)")
@@ -82,11 +116,15 @@ class LlamaCppEngine(BatchingEngine):
         per_seq = min(context_length or min(n_ctx_train, DEFAULT_CONTEXT_CAP), n_ctx_train)
         self._n_batch = n_batch
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = per_seq * max_batch_size
+        self._pad_single = pad_single
+        self._dummy_seq = max_batch_size
+        n_seqs = max_batch_size + (1 if pad_single else 0)
+        cparams.n_ctx = per_seq * n_seqs
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
-        cparams.n_seq_max = max_batch_size
-        cparams.kv_unified = False
+        cparams.n_seq_max = n_seqs
+        cparams.kv_unified = kv_unified
+        cparams.flash_attn_type = flash_attn
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.no_perf = True
@@ -108,6 +146,7 @@ class LlamaCppEngine(BatchingEngine):
         self._bos_text = self._special_text(int(llama_cpp.llama_vocab_bos(self._vocab)))
         self._eos_text = self._special_text(int(llama_cpp.llama_vocab_eos(self._vocab)))
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._dummy_token = max(0, int(llama_cpp.llama_vocab_bos(self._vocab)))
         log.info(
             "llama.cpp model loaded",
             extra={
@@ -195,8 +234,21 @@ class LlamaCppEngine(BatchingEngine):
 
     # -- BatchingEngine hooks -------------------------------------------------------------------
 
+    def _output_piece(self, token: int) -> bytes:
+        """A generated token's bytes; special markers such as ``<start_of_image>`` give none.
+
+        llama.cpp renders user-defined special tokens even with special=False, while
+        transformers' decode(skip_special_tokens=True) hides them; match transformers.
+        """
+        piece = self._piece(token)
+        if piece.startswith(b"<") and piece.endswith(b">") and len(piece) > 2:
+            attr = int(self._ll.llama_vocab_get_attr(self._vocab, token))
+            if attr & (self._ll.LLAMA_TOKEN_ATTR_USER_DEFINED | self._ll.LLAMA_TOKEN_ATTR_CONTROL):
+                return b""
+        return piece
+
     def _new_detokenizer(self) -> Detokenizer:
-        return ByteDetokenizer(self._piece)
+        return ByteDetokenizer(self._output_piece)
 
     def _is_eos(self, token: int) -> bool:
         return bool(self._ll.llama_vocab_is_eog(self._vocab, token))
@@ -218,6 +270,7 @@ class LlamaCppEngine(BatchingEngine):
             ll.llama_sampler_chain_add(
                 chain,
                 ll.llama_sampler_init_penalties(
+                    self._n_vocab,
                     PENALTY_LAST_N, params.repetition_penalty, params.frequency_penalty, params.presence_penalty
                 ),
             )
@@ -298,8 +351,13 @@ class LlamaCppEngine(BatchingEngine):
                     outputs.append((seq, n - 1))
         if n == 0:
             return []
+        padded = self._pad_single and n == 1
+        if padded:
+            add(self._dummy_token, 0, self._dummy_seq, False)
         batch.n_tokens = n
         rc = ll.llama_decode(self._ctx, batch)
+        if padded:
+            ll.llama_memory_seq_rm(self._mem, self._dummy_seq, -1, -1)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc} for a batch of {n} tokens over {len(active)} sequences")
         produced: list[tuple[GenSequence, int]] = []
