@@ -232,6 +232,11 @@ def crd(
     typer.echo(f"wrote {output}", err=True)
 
 
+from kaito_core.operator.cli import operator as _operator  # noqa: E402  (the operator's own module)
+
+app.command("operator")(_operator)
+
+
 def main() -> None:
     """Console-script entry point (``kaito``)."""
     os.environ.setdefault("PYTHONIOENCODING", "utf-8")

@@ -34,8 +34,12 @@ class NodeRequest(FrozenModel):
     """OS disk per node in GiB."""
     node_image_family: str = "ubuntu"
     """OS image family (ubuntu or azurelinux)."""
+    match_expressions: tuple[dict[str, Any], ...] = ()
+    """The workspace's labelSelector.matchExpressions (wire shape: key, operator, values)."""
     gpu: bool = True
     """Whether the nodes must have GPUs (adds the sku=gpu taint and waits for nvidia.com/gpu)."""
+    cloud: str = "azure"
+    """Cloud provider (azure, aws, arc): decides cloud-specific fields such as a NodeClaim's nodeClassRef."""
 
 
 class NodeCondition(FrozenModel):
@@ -81,7 +85,11 @@ class NodeProvisioner(abc.ABC):
 
     @abc.abstractmethod
     def delete_nodes(self, api: Any, *, workspace: str, namespace: str) -> bool:
-        """Start deleting everything provisioned for the workspace; True once all of it is gone."""
+        """Start deleting everything provisioned for the workspace; True once all of it is gone.
+
+        Idempotent: called again on every retry until it returns True; must find what to delete
+        from the cluster (labels), never from memory.
+        """
 
     @abc.abstractmethod
     def node_affinity_terms(self, request: NodeRequest) -> list[dict[str, Any]]:

@@ -168,7 +168,7 @@ class DataSource(ApiModel):
     urls: list[str] = Field(
         default_factory=list,
         json_schema_extra={
-            "maxItems": 1000,
+            "maxItems": 100,  # the API server refuses a CEL cost above its budget at 1000
             "items": {
                 "type": "string",
                 "maxLength": 2048,

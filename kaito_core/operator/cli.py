@@ -1,0 +1,56 @@
+"""``kaito operator``: run the Workspace operator against the current cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kaito_core.operator.settings import OperatorSettings
+
+
+def operator(
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config)")] = None,
+    node_provisioner: Annotated[str | None, typer.Option(help="node provisioner plugin: gpu-provisioner (default) or byo")] = None,
+    namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="watch only these namespaces (repeatable); default: all")] = None,
+    webhook: Annotated[bool | None, typer.Option("--webhook/--no-webhook", help="serve the validating admission webhook")] = None,
+    webhook_host: Annotated[str | None, typer.Option(help="host the API server uses to reach the webhook")] = None,
+    webhook_port: Annotated[int | None, typer.Option(help="webhook HTTPS port")] = None,
+    webhook_cert_dir: Annotated[Path | None, typer.Option(help="where the webhook CA and certificate are kept")] = None,
+    workers: Annotated[int | None, typer.Option(help="reconciles running at once")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    """Run the KAITO Workspace operator (settings also from KAITO_* environment variables)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # kopf logs every handler success at INFO; keep problems and our own lines
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(kubeconfig)  # one source for kopf's and the reconciler's clients
+    overrides: dict[str, Any] = {}
+    if node_provisioner:
+        overrides["node_provisioner"] = {"name": node_provisioner}
+    if namespace:
+        overrides["scope"] = {"namespaces": list(namespace)}
+    hook: dict[str, Any] = {}
+    for key, value in (("enabled", webhook), ("host", webhook_host), ("port", webhook_port), ("cert_dir", webhook_cert_dir)):
+        if value is not None:
+            hook[key] = value
+    if hook:
+        overrides["webhook"] = hook
+    if workers:
+        overrides["concurrency"] = {"workers": workers}
+    settings = OperatorSettings.load(**overrides)
+
+    from kaito_core.operator.runtime import run
+
+    asyncio.run(run(settings, kubeconfig=str(kubeconfig) if kubeconfig else None))
+
+
+def main() -> None:
+    """Entry point of ``python -m kaito_core.operator``."""
+    typer.run(operator)

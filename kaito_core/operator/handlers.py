@@ -1,0 +1,141 @@
+"""kopf handlers: thin, each with an explicit ``id=``; they translate between kopf and the
+reconciler and nothing else.
+
+Why a daemon per Workspace rather than ``on.create``/``on.update`` with retries: kopf's retry
+delay of a change handler cannot be cut short by an event on *another* resource, but a
+Workspace must react at once when its NodeClaim turns Ready or its pod starts. So each
+Workspace gets one async daemon that runs the level-based reconcile (in a bounded thread pool)
+and then sleeps until the requeue delay passes or an owned object pokes it. Errors still go
+through the one boundary (:mod:`kaito_core.operator.boundary`): ``kopf.TemporaryError.delay`` is
+the sleep, ``kopf.PermanentError`` sleeps until the spec changes. Deletion runs as a regular
+``on.delete`` handler behind the finalizer ``workspace.finalizer.kaito.sh``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from kaito_core.api.labels import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from kaito_core.api.workspace import GROUP, PLURAL, STORAGE_VERSION
+from kaito_core.errors import ValidationError
+from kaito_core.operator import contracts
+from kaito_core.operator.boundary import kopf_errors, to_kopf
+from kaito_core.operator.runtime import OperatorContext, fingerprint
+
+log = logging.getLogger(__name__)
+SPEC_FIELDS = ("resource", "inference", "tuning")
+
+
+def _ctx(memo: Any) -> OperatorContext:
+    ctx: OperatorContext = memo.ctx
+    return ctx
+
+
+def make_registry() -> kopf.OperatorRegistry:
+    """A kopf registry with every handler of the operator (no global registry is touched)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """The same credentials as the reconciler's client: in-cluster, else $KUBECONFIG."""
+        return kopf.login_via_client(**kwargs)
+
+    # -- workspaces ---------------------------------------------------------------------------
+
+    @kopf.daemon(GROUP, STORAGE_VERSION, PLURAL, id="reconcile", registry=registry, cancellation_timeout=30.0)
+    async def reconcile_workspace(*, stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+        """Reconcile until stopped; sleep between rounds until the delay passes or something is poked."""
+        ctx = _ctx(memo)
+        key = (namespace or "", name)
+        poke = ctx.pokes.register(key)
+        try:
+            while not stopped:
+                poke.clear()
+                delay = await ctx.reconcile_once(copy.deepcopy(dict(body)))
+                await ctx.pokes.sleep(poke, stopped, delay)
+        finally:
+            ctx.pokes.unregister(key, poke)
+
+    @kopf.on.event(GROUP, STORAGE_VERSION, PLURAL, id="watch-workspace", registry=registry)
+    async def workspace_event(*, type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+        """Wake the workspace's daemon when its spec or annotations change (not on our own status writes)."""
+        ns = namespace or ""
+        _ctx(memo).pokes.poke_if_changed(("Workspace", ns, name), (ns, name), fingerprint.workspace(body), deleted=type == "DELETED")
+
+    @kopf.on.delete(GROUP, STORAGE_VERSION, PLURAL, id="finalize", registry=registry)
+    async def finalize_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+        """Delete the workspace's NodeClaims (and cloud nodes) before the finalizer is removed."""
+        ctx = _ctx(memo)
+        with kopf_errors(ctx.settings.requeue.delete_s):
+            await ctx.in_thread(ctx.reconciler.finalize, copy.deepcopy(dict(body)))
+
+    # -- owned objects poke their workspace -----------------------------------------------------
+
+    owner_labels = {LABEL_WORKSPACE: kopf.PRESENT, LABEL_WORKSPACE_NAMESPACE: kopf.PRESENT}
+
+    @kopf.on.event("karpenter.sh", "v1", "nodeclaims", id="watch-nodeclaim", labels=owner_labels, registry=registry)
+    async def nodeclaim_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+        """A NodeClaim moved: wake its workspace."""
+        _poke_by_labels(memo, "NodeClaim", body, fingerprint.conditions(body), deleted=type == "DELETED")
+
+    @kopf.on.event("", "v1", "nodes", id="watch-node", labels=owner_labels, registry=registry)
+    async def node_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+        """A workspace's node changed readiness or GPU capacity: wake its workspace."""
+        _poke_by_labels(memo, "Node", body, fingerprint.node(body), deleted=type == "DELETED")
+
+    @kopf.on.event("", "v1", "pods", id="watch-pod", labels={LABEL_WORKSPACE: kopf.PRESENT}, registry=registry)
+    async def pod_event(*, type: str, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+        """An inference pod changed state: wake its workspace."""
+        ns = namespace or ""
+        key = (ns, labels[LABEL_WORKSPACE])
+        _ctx(memo).pokes.poke_if_changed(("Pod", ns, body["metadata"]["name"]), key, fingerprint.pod(body), deleted=type == "DELETED")
+
+    for plural in ("deployments", "statefulsets"):
+
+        @kopf.on.event("apps", "v1", plural, id=f"watch-{plural}", labels={LABEL_WORKSPACE: kopf.PRESENT}, registry=registry)
+        async def workload_event(
+            *, type: str, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+        ) -> None:
+            """The workload's rollout moved: wake its workspace."""
+            ns = namespace or ""
+            key = (ns, labels[LABEL_WORKSPACE])
+            ident = (str(body.get("kind", "Workload")), ns, body["metadata"]["name"])
+            _ctx(memo).pokes.poke_if_changed(ident, key, fingerprint.workload(body), deleted=type == "DELETED")
+
+    # -- admission --------------------------------------------------------------------------------
+
+    @kopf.on.validate(GROUP, PLURAL, id="validate-workspace", operations=["CREATE", "UPDATE"], registry=registry)
+    def validate_workspace(
+        *, body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None, **_: Any
+    ) -> None:
+        """Refuse invalid Workspaces at kubectl-apply time with every field-named problem."""
+        ctx = _ctx(memo)
+        obj = {k: v for k, v in copy.deepcopy(dict(body)).items() if k != "status"}
+        if old is not None and operation == "UPDATE" and (
+            body.get("metadata", {}).get("deletionTimestamp") or all(body.get(f) == old.get(f) for f in SPEC_FIELDS)
+        ):
+            return  # metadata-only updates (finalizers, annotations) and deletions always pass
+        previous = {k: v for k, v in copy.deepcopy(dict(old)).items() if k != "status"} if old and operation == "UPDATE" else None
+        try:
+            contracts.check(
+                obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider, provisioner=ctx.settings.node_provisioner.name
+            )
+        except ValidationError as exc:
+            raise kopf.AdmissionError(exc.render(), code=422) from exc
+        except Exception as exc:  # plugin trouble must not block the API: report it instead
+            mapped = to_kopf(exc)
+            raise kopf.AdmissionError(str(mapped or exc), code=422) from exc
+
+    return registry
+
+
+def _poke_by_labels(memo: Any, kind: str, body: kopf.Body, print_: object, *, deleted: bool) -> None:
+    labels = body.get("metadata", {}).get("labels") or {}
+    key = (labels[LABEL_WORKSPACE_NAMESPACE], labels[LABEL_WORKSPACE])
+    _ctx(memo).pokes.poke_if_changed((kind, "", body["metadata"]["name"]), key, print_, deleted=deleted)

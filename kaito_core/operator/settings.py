@@ -1,0 +1,135 @@
+"""Operator settings: one pydantic-settings model whose sections mirror the Helm chart's values.yaml.
+
+Every value can be set by environment variable with the prefix ``KAITO_`` and ``__`` between
+section and field, e.g. ``KAITO_NODE_PROVISIONER__NAME=byo`` or
+``KAITO_WEBHOOK__PORT=9443``; the ``kaito operator`` command also takes the most used ones as
+flags. Nothing is read at import time: call :meth:`OperatorSettings.load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class NodeProvisionerSettings(_Section):
+    """values.yaml ``nodeProvisioner``: who turns a workspace's node request into nodes."""
+
+    name: str = "gpu-provisioner"
+    """Registered provisioner plugin: gpu-provisioner (Karpenter NodeClaims served by Azure's
+    gpu-provisioner, the default), byo (bring-your-own labelled nodes), or another plugin."""
+    default_node_image_family: str = "ubuntu"
+    """OS image family of provisioned nodes when the workspace has no kaito.sh/node-image-family annotation."""
+
+
+class CloudSettings(_Section):
+    """values.yaml ``cloudProviderName`` and friends."""
+
+    provider: str = "azure"
+    """azure, aws or arc: selects the SKU table and the NodeClaim nodeClassRef."""
+
+
+class ScopeSettings(_Section):
+    """Which namespaces the operator watches."""
+
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces (glob patterns allowed, as kopf's --namespace) to watch; empty = cluster-wide."""
+
+
+class WebhookSettings(_Section):
+    """values.yaml ``webhook``: the validating admission webhook."""
+
+    enabled: bool = True
+    """Serve the validating admission webhook and manage its ValidatingWebhookConfiguration."""
+    host: str = "127.0.0.1"
+    """Host name or IP the API server uses to reach the webhook (also put in the certificate)."""
+    listen_addr: str = "127.0.0.1"
+    """Address the webhook server listens on (0.0.0.0 in a pod)."""
+    port: int = 9443
+    """HTTPS port of the webhook server."""
+    cert_dir: Path = Path.home() / ".cache" / "kaito" / "webhook-certs"
+    """Where the operator keeps its self-signed CA and serving certificate (created when absent)."""
+    configuration_name: str = "validation.workspace.kaito.sh"
+    """Name of the ValidatingWebhookConfiguration the operator manages."""
+
+
+class MetricsSettings(_Section):
+    """values.yaml ``metrics``."""
+
+    port: int = 0
+    """Port of the Prometheus metrics endpoint; 0 disables it."""
+
+
+class RequeueSettings(_Section):
+    """How soon to look again; every wait also ends early on an event of an owned object."""
+
+    nodes_s: float = 5.0
+    """While NodeClaims/nodes are not ready."""
+    workload_s: float = 10.0
+    """While the inference pods are not ready."""
+    invalid_s: float = 600.0
+    """After a validation failure (a spec change wakes the workspace at once)."""
+    resync_s: float = 600.0
+    """Level-based re-check of a ready workspace (reads only; writes nothing when nothing changed)."""
+    delete_s: float = 1.0
+    """While the finalizer waits for NodeClaims to go."""
+
+
+class ImageSettings(_Section):
+    """values.yaml ``image`` / ``presetRegistryName``: images used in generated workloads."""
+
+    registry: str = "ghcr.io/kaito-py"
+    """Registry of the inference server image (kaito-servers). No image is published yet: build one
+    from servers/ and point this (KAITO_IMAGES__REGISTRY) at your registry."""
+    base: str = "kaito-servers:0.1.0"
+    """Inference image (name:tag under registry) when the backend names none; it must contain
+    kaito-servers with the backends and huggingface_hub (the weights downloader uses it)."""
+    adapter_puller: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
+    """Image with skopeo that copies adapter images into /mnt/adapter/<name>."""
+
+    @property
+    def inference(self) -> str:
+        """The full default inference image reference."""
+        return f"{self.registry}/{self.base}"
+
+
+class ConcurrencySettings(_Section):
+    """How much work runs at once."""
+
+    workers: int = 5
+    """Reconciles running at the same time (threads), like upstream's MaxConcurrentReconciles."""
+
+
+class OperatorSettings(BaseSettings):
+    """All operator settings."""
+
+    model_config = SettingsConfigDict(env_prefix="KAITO_", env_nested_delimiter="__", extra="ignore")
+
+    node_provisioner: NodeProvisionerSettings = Field(default_factory=NodeProvisionerSettings)
+    cloud: CloudSettings = Field(default_factory=CloudSettings)
+    scope: ScopeSettings = Field(default_factory=ScopeSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    requeue: RequeueSettings = Field(default_factory=RequeueSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
+
+    @classmethod
+    def load(cls, **overrides: object) -> OperatorSettings:
+        """Settings from the environment, then ``overrides`` (section -> dict of fields) on top."""
+        base = cls()
+        if not overrides:
+            return base
+        merged = base.model_dump()
+        for section, values in overrides.items():
+            if isinstance(values, dict):
+                merged.setdefault(section, {}).update(values)
+            else:
+                merged[section] = values
+        return cls.model_validate(merged)

@@ -1,0 +1,221 @@
+"""Pure status computation: facts observed by the reconciler -> the Workspace status.
+
+Conditions follow upstream KAITO's types and reasons (kaito.md §1.7): NodeClaimReady (from the
+provisioner), ResourceReady, InferenceReady and WorkspaceSucceeded (shown by ``kubectl get`` as
+WORKSPACEREADY), mirrored as WorkspaceReady; JobStarted for tuning. ``lastTransitionTime`` changes only when a condition's status
+changes, so recomputing an unchanged status yields an identical dict and no API write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaito_core.provisioners import ProvisionResult
+
+RESOURCE_READY = "ResourceReady"
+INFERENCE_READY = "InferenceReady"
+WORKSPACE_READY = "WorkspaceReady"
+JOB_STARTED = "JobStarted"
+WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
+MAX_MESSAGE = 1024
+
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+START_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as Kubernetes writes it (seconds, Z)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class WorkloadFacts:
+    """What the reconciler saw of the inference workload."""
+
+    exists: bool = False
+    ready: bool = False
+    ready_replicas: int = 0
+    replicas: int = 0
+    problem_reason: str = ""
+    problem_message: str = ""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything status depends on."""
+
+    generation: int
+    target_nodes: int | None = None
+    invalid_message: str = ""
+    """Non-empty when the spec failed validation (rendered field errors)."""
+    blocked_reason: str = ""
+    """Set when something needs a person before provisioning (unknown plugin, provisioning refused)."""
+    blocked_message: str = ""
+    tuning: bool = False
+    provision: ProvisionResult | None = None
+    workload: WorkloadFacts = field(default_factory=WorkloadFacts)
+
+
+def _overall(ok: bool, reason: str, message: str, generation: int) -> list[dict[str, Any]]:
+    """WorkspaceSucceeded (upstream's name; ``kubectl get`` shows it as WORKSPACEREADY) and
+    WorkspaceReady (the same verdict under the column's name)."""
+    return [_cond(t, ok, reason, message, generation) for t in (WORKSPACE_SUCCEEDED, WORKSPACE_READY)]
+
+
+def _cond(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "observedGeneration": generation,
+    }
+
+
+def desired_conditions(facts: Facts) -> list[dict[str, Any]]:
+    """The conditions for ``facts``, without lastTransitionTime."""
+    gen = facts.generation
+    if facts.invalid_message:
+        return _overall(False, "WorkspaceInvalid", facts.invalid_message, gen)
+    if facts.tuning:
+        msg = (
+            "tuning Workspaces are accepted and validated, but this version of the operator has no tuning Job "
+            "controller: no nodes are provisioned and no Job runs; delete the Workspace or upgrade the operator"
+        )
+        return [_cond(JOB_STARTED, False, "TuningControllerNotInstalled", msg, gen), *_overall(False, "TuningControllerNotInstalled", msg, gen)]
+    if facts.blocked_reason:
+        return [
+            _cond(RESOURCE_READY, False, facts.blocked_reason, facts.blocked_message, gen),
+            _cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending", "waiting for resources: " + facts.blocked_message, gen),
+            *_overall(False, "workspacePending", facts.blocked_message, gen),
+        ]
+
+    conds: list[dict[str, Any]] = []
+    prov = facts.provision
+    resource_ok = bool(prov and prov.ready)
+    if prov is not None:
+        for extra in prov.conditions:
+            conds.append(_cond(extra.type, extra.status == "True", extra.reason, extra.message, gen))
+    if resource_ok:
+        conds.append(_cond(RESOURCE_READY, True, "workspaceResourceStatusSuccess", "workspace resource is ready", gen))
+    else:
+        reason = (prov.reason if prov else "") or "workspaceResourceStatusNotReady"
+        message = (prov.message if prov else "") or "node claim or node status condition not ready"
+        conds.append(_cond(RESOURCE_READY, False, reason, message, gen))
+
+    wl = facts.workload
+    if wl.ready and resource_ok:
+        conds.append(_cond(INFERENCE_READY, True, "WorkspaceInferenceStatusSuccess", "Inference has been deployed successfully", gen))
+    elif wl.problem_reason:
+        conds.append(_cond(INFERENCE_READY, False, wl.problem_reason, wl.problem_message, gen))
+    elif not resource_ok and not wl.exists:
+        conds.append(_cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending", "waiting for nodes before creating the inference workload", gen))
+    else:
+        detail = f" ({wl.ready_replicas}/{wl.replicas} pods ready)" if wl.exists else ""
+        conds.append(_cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending", f"Inference workload is not ready{detail}", gen))
+
+    resource_cond, inference_cond = conds[-2], conds[-1]
+    if resource_ok and inference_cond["status"] == "True":
+        conds += _overall(True, "workspaceSucceeded", "workspace succeeds: the inference workload is ready", gen)
+    elif not resource_ok:
+        conds += _overall(False, "workspacePending", f"waiting for nodes: {resource_cond['message']}", gen)
+    else:
+        conds += _overall(False, "workspacePending", f"waiting for the inference workload: {inference_cond['message']}", gen)
+    return conds
+
+
+def _state(facts: Facts, conds: Sequence[Mapping[str, Any]], previous: str | None) -> str:
+    if facts.invalid_message:
+        return "Failed"
+    if facts.tuning:
+        return "Pending"
+    ready = any(c["type"] == WORKSPACE_READY and c["status"] == "True" for c in conds)
+    if ready:
+        return "Ready"
+    return "NotReady" if previous in ("Ready", "NotReady") else "Pending"
+
+
+def build_status(facts: Facts, old: Mapping[str, Any] | None, *, now: str | None = None) -> dict[str, Any]:
+    """The full status for ``facts``; conditions whose status did not change keep their time."""
+    old = old or {}
+    old_conds = {c.get("type"): c for c in old.get("conditions") or []}
+    stamp = now or now_rfc3339()
+    conditions = []
+    for cond in desired_conditions(facts):
+        prior = old_conds.get(cond["type"])
+        same = prior is not None and prior.get("status") == cond["status"] and prior.get("lastTransitionTime")
+        conditions.append({**cond, "lastTransitionTime": prior["lastTransitionTime"] if same and prior else stamp})
+    status: dict[str, Any] = {
+        "conditions": conditions,
+        "state": _state(facts, conditions, old.get("state")),
+        "observedGeneration": facts.generation,
+        "workerNodes": sorted(facts.provision.ready_nodes) if facts.provision else [],
+    }
+    if facts.target_nodes is not None:
+        status["targetNodeCount"] = facts.target_nodes
+    return status
+
+
+def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether writing ``new`` would change anything (conditions compared as a set by type)."""
+    old = dict(old or {})
+
+    def norm(s: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in s.items() if k != "conditions" and v not in (None, [])}
+        out["conditions"] = sorted((dict(c) for c in s.get("conditions") or []), key=lambda c: str(c.get("type")))
+        return out
+
+    return norm(old) != norm(new)
+
+
+# -- pod failure classification --------------------------------------------------------------------
+
+
+def _statuses(pod: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    status = pod.get("status") or {}
+    yield from status.get("initContainerStatuses") or []
+    yield from status.get("containerStatuses") or []
+
+
+def classify_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) when the pod is failing in a way a person must act on, else None."""
+    name = (pod.get("metadata") or {}).get("name", "?")
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        return "PodEvicted", f"pod {name} was evicted: {status.get('message', '')}".strip()
+    for cs in _statuses(pod):
+        cname = cs.get("name", "?")
+        state = cs.get("state") or {}
+        last = cs.get("lastState") or {}
+        waiting = state.get("waiting") or {}
+        for term in (state.get("terminated") or {}, last.get("terminated") or {}):
+            if term.get("reason") == "OOMKilled":
+                return "ContainerOOMKilled", (
+                    f"container {cname} of pod {name} was killed for running out of memory (OOMKilled); "
+                    "use an instance type with more memory or a smaller model"
+                )
+        wreason = waiting.get("reason", "")
+        if wreason in IMAGE_PULL_REASONS:
+            return "ImagePullError", f"pod {name} cannot pull image {cs.get('image', '')} of container {cname}: {wreason}: {waiting.get('message', '')}".strip()
+        if wreason == "CrashLoopBackOff":
+            exit_info = last.get("terminated") or {}
+            detail = f" (last exit code {exit_info.get('exitCode')}, {exit_info.get('reason', '')})" if exit_info else ""
+            return "ContainerCrashLoopBackOff", f"container {cname} of pod {name} keeps crashing{detail}; see kubectl logs {name} -c {cname}"
+        if wreason in START_REASONS:
+            return "ContainerStartError", f"container {cname} of pod {name} cannot start: {wreason}: {waiting.get('message', '')}".strip()
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}".strip()
+    return None
+
+
+def classify_pods(pods: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """The first actionable failure among ``pods`` (sorted by name)."""
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", "")):
+        found = classify_pod(pod)
+        if found:
+            return found
+    return None

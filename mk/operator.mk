@@ -1,0 +1,25 @@
+# Operator (kaito_core.operator), the node provisioner plugins, and the local cluster for e2e tests.
+VENV_PACKAGES += -e plugins/provisioners -e 'localcluster[test]'
+PYTEST_PATHS += plugins/provisioners/tests
+# The e2e suite (tests/e2e, marker `cluster`) needs the Kubernetes binaries built from Go modules (cached).
+TEST_DEPS += k8s-binaries
+
+CLUSTER_CRDS := charts/kaito/crds/kaito.sh_workspaces.yaml charts/kaito/crds/karpenter.sh_nodeclaims.yaml
+FAKE_GPU_PROVISIONER := $(abspath $(PY)) $(abspath tests/e2e/fake_gpu_provisioner.py)
+
+.PHONY: operator cluster cluster-down bench-operator k8s-binaries
+
+k8s-binaries: venv ## Build (once, cached under ~/.cache/kaito) etcd, kube-apiserver, KCM, scheduler and kwok
+	$(PY) -m kaito_localcluster build
+
+operator: venv ## Run the operator against $KUBECONFIG (kaito operator)
+	$(VENV)/bin/kaito operator
+
+cluster: venv ## Start a local control plane + kwok + the test gpu-provisioner stand-in, with the CRDs; prints `export KUBECONFIG=...`
+	$(PY) -m kaito_localcluster up $(addprefix --crd ,$(CLUSTER_CRDS)) --with "$(FAKE_GPU_PROVISIONER)"
+
+cluster-down: venv ## Stop what `make cluster` started
+	$(PY) -m kaito_localcluster down
+
+bench-operator: venv ## Operator benchmark (N=50 and N=500 Workspaces on kwok nodes); writes docs/benchmarks.md
+	$(PY) bench/operator/run.py --counts 50 500 --write docs/benchmarks.md

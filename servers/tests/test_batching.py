@@ -1,0 +1,152 @@
+"""Concurrency: batched greedy outputs equal sequential ones, back-pressure, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kaito_servers.engine.base import SamplingParams
+from kaito_servers.testing import RunningServer, model_of
+
+PROMPTS = [
+    "What is Kubernetes?",
+    "Explain what a Pod is.",
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a cluster far away,",
+    "KAITO automates",
+    "Hello, world! How are you today?",
+    "A list of container runtimes:",
+]
+
+
+async def _complete(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> str:
+    r = await client.post("/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+    assert r.status_code == 200, r.text
+    return str(r.json()["choices"][0]["text"])
+
+
+def _sequential_and_concurrent(server: RunningServer, max_tokens: int) -> tuple[list[str], list[str], float, float]:
+    model = model_of(server)
+
+    async def run() -> tuple[list[str], list[str], float, float]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=300) as client:
+            t0 = time.monotonic()
+            sequential = [await _complete(client, model, p, max_tokens) for p in PROMPTS]
+            t1 = time.monotonic()
+            concurrent = await asyncio.gather(*(_complete(client, model, p, max_tokens) for p in PROMPTS))
+            t2 = time.monotonic()
+        return sequential, list(concurrent), t1 - t0, t2 - t1
+
+    return asyncio.run(run())
+
+
+def test_llamacpp_8_concurrent_greedy_equal_8_sequential(llama_server: RunningServer) -> None:
+    sequential, concurrent, t_seq, t_conc = _sequential_and_concurrent(llama_server, 32)
+    assert concurrent == sequential
+    assert all(sequential)
+    assert t_conc < t_seq, f"batched {t_conc:.2f}s is not faster than sequential {t_seq:.2f}s"
+
+
+def test_transformers_8_concurrent_greedy_equal_8_sequential(phi3_server: RunningServer) -> None:
+    sequential, concurrent, t_seq, t_conc = _sequential_and_concurrent(phi3_server, 32)
+    assert concurrent == sequential
+    assert t_conc < t_seq, f"batched {t_conc:.2f}s is not faster than sequential {t_seq:.2f}s"
+
+
+def _metric(server: RunningServer, name: str, labels: str = "") -> float:
+    text = httpx.get(server.base_url + "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + labels + " ") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_full_queue_answers_429_with_retry_after(start_server: Any, tiny_phi3: Path, empty_dir: Path) -> None:
+    server = start_server(backend="transformers", model=str(tiny_phi3), served_model_name="tiny", adapters_dir=empty_dir,
+                          max_batch_size=1, max_queue=0, threads=1)
+    body = {"prompt": "hello", "return_full_text": False,
+            "generate_kwargs": {"do_sample": False, "min_new_tokens": 400, "max_new_tokens": 400}}
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+            first = asyncio.create_task(client.post("/chat", json=body))
+            while _metric(server, "kaito_server_running_sequences") < 1:
+                await asyncio.sleep(0.005)
+            second = await client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2})
+            return [await first, second]
+
+    first, second = asyncio.run(run())
+    assert first.status_code == 200
+    assert second.status_code == 429
+    assert int(second.headers["Retry-After"]) >= 1
+    assert second.json()["error"]["type"] == "rate_limit_error"
+    assert "queue" in second.json()["error"]["message"]
+    assert _metric(server, "kaito_server_requests_rejected_total") >= 1
+    ok = httpx.post(server.base_url + "/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2})
+    assert ok.status_code == 200
+
+
+def test_client_disconnect_stops_generation(llama_server: RunningServer) -> None:
+    before = _metric(llama_server, "kaito_server_generations_finished_total", '{reason="cancelled"}')
+    model = model_of(llama_server)
+    with httpx.Client(base_url=llama_server.base_url, timeout=60) as client:
+        with client.stream("POST", "/v1/completions", json={"model": model, "prompt": "Write a long story:", "max_tokens": 400,
+                                                            "temperature": 0, "stream": True}) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    break
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if _metric(llama_server, "kaito_server_generations_finished_total", '{reason="cancelled"}') > before and \
+                _metric(llama_server, "kaito_server_running_sequences") == 0:
+            break
+        time.sleep(0.05)
+    assert _metric(llama_server, "kaito_server_generations_finished_total", '{reason="cancelled"}') > before
+    assert _metric(llama_server, "kaito_server_running_sequences") == 0
+
+
+def test_non_streaming_disconnect_stops_generation(llama_server: RunningServer) -> None:
+    before = _metric(llama_server, "kaito_server_generations_finished_total", '{reason="cancelled"}')
+    model = model_of(llama_server)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(llama_server.base_url + "/v1/completions",
+                   json={"model": model, "prompt": "Write a long story:", "max_tokens": 450, "temperature": 0}, timeout=0.5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _metric(llama_server, "kaito_server_running_sequences") > 0:
+        time.sleep(0.05)
+    assert _metric(llama_server, "kaito_server_running_sequences") == 0
+    assert _metric(llama_server, "kaito_server_generations_finished_total", '{reason="cancelled"}') > before
+
+
+def test_min_tokens_suppresses_eos(phi3_server: RunningServer) -> None:
+    engine = phi3_server.app.state.server.engine
+
+    async def run() -> int:
+        params = SamplingParams(max_tokens=30, temperature=0.0, min_tokens=30)
+        last = None
+        async for event in engine.generate(engine.tokenize("hi"), params, request_id="t"):
+            last = event
+        assert last is not None and last.finish_reason == "length"
+        return int(last.completion_tokens)
+
+    assert asyncio.run(run()) == 30
+
+
+def test_metrics_exposes_the_serving_counters(llama_server: RunningServer) -> None:
+    httpx.post(llama_server.base_url + "/chat", json={"prompt": "hi", "generate_kwargs": {"max_new_tokens": 3}})
+    text = httpx.get(llama_server.base_url + "/metrics").text
+    for name in ("kaito_server_requests_total", "kaito_server_request_errors_total", "kaito_server_request_duration_seconds",
+                 "kaito_server_time_to_first_token_seconds", "kaito_server_generated_tokens_total",
+                 "kaito_server_generation_tokens_per_second", "kaito_server_request_tokens_per_second",
+                 "kaito_server_queue_depth", "kaito_server_running_sequences", "kaito_server_adapters_loaded",
+                 "kaito_server_ready"):
+        assert name in text, name
+    assert _metric(llama_server, "kaito_server_ready") == 1.0
+    assert _metric(llama_server, "kaito_server_generated_tokens_total") > 0

@@ -1,0 +1,73 @@
+"""Settings from the environment, webhook certificates kept across restarts, poke fingerprints,
+and the error boundary."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import kopf
+import pytest
+from cryptography import x509
+
+from kaito_core.errors import NotReadyError, ProvisioningError, ValidationError, FieldError
+from kaito_core.operator.boundary import to_kopf
+from kaito_core.operator.certs import ensure_certificates
+from kaito_core.operator.runtime import Pokes, fingerprint
+from kaito_core.operator.settings import OperatorSettings
+
+
+def test_settings_sections_come_from_env_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAITO_NODE_PROVISIONER__NAME", "byo")
+    monkeypatch.setenv("KAITO_REQUEUE__RESYNC_S", "30")
+    settings = OperatorSettings.load(webhook={"port": 10443})
+    assert settings.node_provisioner.name == "byo" and settings.requeue.resync_s == 30.0
+    assert settings.webhook.port == 10443 and settings.webhook.host == "127.0.0.1"
+    assert settings.images.inference == "ghcr.io/kaito-py/kaito-servers:0.1.0"
+
+
+def test_webhook_certificates_are_kept_and_renewed_for_new_hosts(tmp_path: Path) -> None:
+    first = ensure_certificates(tmp_path, ["127.0.0.1", "localhost"])
+    ca_pem = first.ca.read_bytes()
+    again = ensure_certificates(tmp_path, ["127.0.0.1", "localhost"])
+    assert again.ca.read_bytes() == ca_pem  # a restart keeps the CA the API server trusts
+    cert = x509.load_pem_x509_certificate(again.cert.read_bytes())
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    cert.verify_directly_issued_by(ca)
+    renewed = ensure_certificates(tmp_path, ["webhook.kaito-system.svc"])
+    assert renewed.ca.read_bytes() != ca_pem
+    assert (tmp_path / "tls.key").stat().st_mode & 0o077 == 0
+
+
+def test_pokes_wake_only_on_meaningful_changes() -> None:
+    async def scenario() -> list[bool]:
+        pokes = Pokes()
+        event = pokes.register(("ns", "ws"))
+        seen = []
+        node = {"status": {"conditions": [{"type": "Ready", "status": "False"}], "capacity": {}}, "metadata": {}}
+        for _ in range(2):
+            pokes.poke_if_changed(("Node", "", "n1"), ("ns", "ws"), fingerprint.node(node))
+            seen.append(event.is_set())
+            event.clear()
+        node["status"]["conditions"][0]["status"] = "True"
+        pokes.poke_if_changed(("Node", "", "n1"), ("ns", "ws"), fingerprint.node(node))
+        seen.append(event.is_set())
+        return seen
+
+    assert asyncio.run(scenario()) == [True, False, True]
+
+
+def test_workspace_fingerprint_ignores_our_status_writes() -> None:
+    body = {"metadata": {"generation": 1, "annotations": {"workspace.kaito.io/revision": "1"}}, "status": {"state": "Pending"}}
+    later = {**body, "status": {"state": "Ready"}}
+    assert fingerprint.workspace(body) == fingerprint.workspace(later)
+    assert fingerprint.workspace(body) != fingerprint.workspace({**body, "metadata": {"generation": 2}})
+
+
+def test_the_boundary_maps_our_errors_to_kopf() -> None:
+    temp = to_kopf(NotReadyError("nodes", delay=7))
+    assert isinstance(temp, kopf.TemporaryError) and temp.delay == 7
+    assert isinstance(to_kopf(ValidationError([FieldError("resource.count", "bad")])), kopf.PermanentError)
+    assert isinstance(to_kopf(ProvisioningError("quota", retryable=False)), kopf.PermanentError)
+    assert isinstance(to_kopf(ProvisioningError("throttled")), kopf.TemporaryError)
+    assert to_kopf(ZeroDivisionError()) is None
