@@ -28,7 +28,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(wildcard */pyproje
 .PHONY: help venv test lint typecheck crd clean
 
 help: ## Show the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV_STAMP):
 	@echo "==> creating virtualenv $(VENV) and installing the project (pip cache: ~/.cache/pip)"

@@ -1,16 +1,11 @@
 # Operator (kaito_core.operator), the node provisioner plugins, and the local cluster for e2e tests.
-VENV_PACKAGES += -e plugins/provisioners -e 'localcluster[test]'
+VENV_PACKAGES += -e plugins/provisioners
 PYTEST_PATHS += plugins/provisioners/tests
-# The e2e suite (tests/e2e, marker `cluster`) needs the Kubernetes binaries built from Go modules (cached).
-TEST_DEPS += k8s-binaries
 
 CLUSTER_CRDS := charts/kaito/crds/kaito.sh_workspaces.yaml charts/kaito/crds/karpenter.sh_nodeclaims.yaml
 FAKE_GPU_PROVISIONER := $(abspath $(PY)) $(abspath tests/e2e/fake_gpu_provisioner.py)
 
-.PHONY: operator cluster cluster-down bench-operator k8s-binaries
-
-k8s-binaries: venv ## Build (once, cached under ~/.cache/kaito) etcd, kube-apiserver, KCM, scheduler and kwok
-	$(PY) -m kaito_localcluster build
+.PHONY: operator cluster cluster-down bench-operator
 
 operator: venv ## Run the operator against $KUBECONFIG (kaito operator)
 	$(VENV)/bin/kaito operator
