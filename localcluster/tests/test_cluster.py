@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import NODECLAIM_CRD, pods, wait_pods_phase
+from lc_support import NODECLAIM_CRD, pods, wait_pods_phase
 from kaito_localcluster import ApiError, LocalCluster
 from kaito_localcluster.build import Versions
 from kaito_localcluster.kubeapi import wait_for

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NODECLAIM_CRD, processes_mentioning
+from lc_support import NODECLAIM_CRD, processes_mentioning
 from kaito_localcluster import LocalCluster, StartError
 from kaito_localcluster.build import BinarySet, ensure_binaries
 from kaito_localcluster.kubeapi import wait_for

@@ -5,12 +5,14 @@ real subprocesses against the local control plane."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,52 @@ def wait_webhook_ready(cluster: Any, port: int, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.3)
     raise TimeoutError(f"the operator's admission webhook on port {port} did not come up in {timeout:.0f}s")
+
+
+FAILING_SKU = "Standard_NC24ads_A100_v4"
+FAILING_MESSAGE = "OperationNotAllowed: Insufficient regional vcpu quota left for family NCADSA100v4; requested 24, available 0"
+
+
+@dataclass
+class Stack:
+    """What the tests drive and inspect."""
+
+    cluster: Any
+    operator: Process
+    fake: Process
+    webhook_port: int
+    workdir: Path
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """kubectl as the cluster admin (a person)."""
+        result: subprocess.CompletedProcess[str] = self.cluster.kubectl(*args, check=check, input=input, timeout=90)
+        return result
+
+    def get(self, path: str) -> Any:
+        """GET an API path as admin."""
+        return self.cluster.api.get(path)
+
+    def restart_operator(self, *, crash: bool) -> None:
+        """Kill (SIGKILL, ``crash``) or stop the operator, then start it again."""
+        if crash:
+            self.operator.kill()
+        else:
+            self.operator.stop()
+        self.operator.start()
+        wait_webhook_ready(self.cluster, self.webhook_port)
+
+    def diagnostics(self) -> str:
+        """Logs for a failure message."""
+        return f"--- operator log:\n{self.operator.tail(80)}\n--- fake gpu-provisioner log:\n{self.fake.tail(30)}"
+
+
+def load_manifest(path: Path | str, **changes: Any) -> dict[str, Any]:
+    """A YAML manifest as a dict, with top-level ``changes`` merged in."""
+    obj: dict[str, Any] = yaml.safe_load(Path(path).read_text())
+    obj.update(changes)
+    return obj
+
+
+def dump(obj: dict[str, Any]) -> str:
+    """JSON text for ``kubectl apply -f -``."""
+    return json.dumps(obj)

@@ -8,7 +8,7 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import Stack, dump
+from harness import Stack, dump
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 

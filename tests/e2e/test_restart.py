@@ -4,7 +4,7 @@ exactly the NodeClaims it needs: they are found again by labels, never remembere
 from __future__ import annotations
 
 import pytest
-from conftest import Stack, dump, load_manifest
+from harness import Stack, dump, load_manifest
 from test_workspace_lifecycle import EXAMPLES, nodeclaims, nodes, wait_gone, wait_ready
 
 from kaito_localcluster.kubeapi import wait_for

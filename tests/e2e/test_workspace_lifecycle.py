@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAILING_MESSAGE, FAILING_SKU, Stack, dump, load_manifest
+from harness import FAILING_MESSAGE, FAILING_SKU, Stack, dump, load_manifest
 
 from kaito_core.plugins import Registry
 from kaito_localcluster.kubeapi import wait_for
