@@ -120,6 +120,8 @@ def _openai_params(body: ChatCompletionRequest | CompletionRequest, max_tokens: 
         presence_penalty=body.presence_penalty,
         seed=body.seed,
         stop=body.stop_list(),
+        min_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
     )
 
 

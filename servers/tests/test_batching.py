@@ -46,11 +46,33 @@ def _sequential_and_concurrent(server: RunningServer, max_tokens: int) -> tuple[
     return asyncio.run(run())
 
 
-def test_llamacpp_8_concurrent_greedy_equal_8_sequential(llama_server: RunningServer) -> None:
-    sequential, concurrent, t_seq, t_conc = _sequential_and_concurrent(llama_server, 32)
+def test_llamacpp_deterministic_8_concurrent_greedy_equal_8_sequential(llama_deterministic_server: RunningServer) -> None:
+    sequential, concurrent, _, _ = _sequential_and_concurrent(llama_deterministic_server, 32)
     assert concurrent == sequential
     assert all(sequential)
-    assert t_conc < t_seq, f"batched {t_conc:.2f}s is not faster than sequential {t_seq:.2f}s"
+
+
+def test_llamacpp_batched_is_faster_and_every_stream_completes(llama_server: RunningServer) -> None:
+    """Default (batched) mode: one decode per step for all streams. Outputs are valid continuations;
+    they may differ from lone runs at near-ties (see engine/llamacpp.py), so only structure is checked."""
+    model = model_of(llama_server)
+
+    async def run() -> tuple[float, float, list[dict[str, Any]]]:
+        async with httpx.AsyncClient(base_url=llama_server.base_url, timeout=300) as client:
+            body = {"model": model, "max_tokens": 32, "temperature": 0, "min_tokens": 32}
+            t0 = time.monotonic()
+            for p in PROMPTS[:4]:
+                assert (await client.post("/v1/completions", json=body | {"prompt": p})).status_code == 200
+            t_seq = (time.monotonic() - t0) * 2
+            t1 = time.monotonic()
+            rs = await asyncio.gather(*(client.post("/v1/completions", json=body | {"prompt": p}) for p in PROMPTS))
+            return t_seq, time.monotonic() - t1, [r.json() for r in rs]
+
+    t_seq, t_conc, bodies = asyncio.run(run())
+    for body in bodies:
+        assert body["usage"]["completion_tokens"] == 32, body
+        assert body["choices"][0]["text"]
+    assert t_conc * 1.3 < t_seq, f"8 concurrent took {t_conc:.2f}s, 8 sequential ~{t_seq:.2f}s"
 
 
 def test_transformers_8_concurrent_greedy_equal_8_sequential(phi3_server: RunningServer) -> None:
