@@ -35,7 +35,7 @@ venv: servers-wheelhouse
 
 servers-wheelhouse: $(ML_WHEELHOUSE_STAMP)
 
-$(ML_WHEELHOUSE_STAMP): servers/constraints.txt
+$(ML_WHEELHOUSE_STAMP):
 	@echo "==> downloading torch $(TORCH_VERSION) and its CUDA libraries once into $(ML_WHEELHOUSE) (~3 GB)"
 	mkdir -p $(ML_WHEELHOUSE)
 	$(PYTHON) -m pip download -q --dest $(ML_WHEELHOUSE) --constraint servers/constraints.txt torch==$(TORCH_VERSION)

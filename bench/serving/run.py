@@ -280,7 +280,7 @@ def main() -> int:
         rows += bench_server("(b) llama-cpp-python server", [
             sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
             "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS), "--n_ctx", str(CTX), "--model_alias", "gemma",
-            "--verbose", "False"], port, "gemma", args.max_tokens)
+            "--interrupt_requests", "False", "--verbose", "False"], port, "gemma", args.max_tokens)
     rows += bench_raw(gguf, args.max_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         from kaito_servers.testing import build_tiny_phi3

@@ -120,6 +120,8 @@ def _openai_params(body: ChatCompletionRequest | CompletionRequest, max_tokens: 
         presence_penalty=body.presence_penalty,
         seed=body.seed,
         stop=body.stop_list(),
+        min_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
     )
 
 
@@ -299,7 +301,7 @@ def create_app(
             if settings.model:
                 aliases.add(settings.model)
             state.aliases = frozenset(aliases)
-            metrics.bind_engine(lambda: engine.queue_depth, lambda: engine.running)
+            metrics.bind_engine(engine)
             for adapter in engine.adapters:
                 metrics.adapters.labels(adapter.name).set(adapter.strength)
             metrics.adapters_loaded.set(len(engine.adapters))

@@ -149,6 +149,7 @@ class LlamaCppBackend(_ServerBackend):
             context_length=settings.context_length,
             chat_template=self._chat_template(preset, settings),
             adapters=adapters,
+            deterministic=settings.deterministic,
             verbose=settings.log_level == "debug",
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -33,6 +33,8 @@ class ServerMetrics:
         self.throughput = Gauge("kaito_server_generation_tokens_per_second", f"Tokens generated per second over the last {int(THROUGHPUT_WINDOW_S)} s, all requests together.", registry=r)
         self.queue_depth = Gauge("kaito_server_queue_depth", "Requests waiting for a batch slot.", registry=r)
         self.running = Gauge("kaito_server_running_sequences", "Sequences being generated.", registry=r)
+        self.steps = Gauge("kaito_server_engine_steps", "Batched forward steps the engine has run (monotonic).", registry=r)
+        self.sequence_steps = Gauge("kaito_server_engine_sequence_steps", "Sum of sequences advanced per step (divide by steps for the mean batch size).", registry=r)
         self.adapters = Gauge("kaito_server_adapter_strength", "Loaded LoRA adapters and their strengths.", ["adapter"], registry=r)
         self.adapters_loaded = Gauge("kaito_server_adapters_loaded", "Number of loaded LoRA adapters.", registry=r)
         self.ready = Gauge("kaito_server_ready", "1 when the model is loaded and requests are served.", registry=r)
@@ -40,10 +42,12 @@ class ServerMetrics:
         self._lock = threading.Lock()
         self.throughput.set_function(self._throughput)
 
-    def bind_engine(self, queue_depth: Callable[[], int], running: Callable[[], int]) -> None:
-        """Read queue depth and running sequences from the engine at scrape time."""
-        self.queue_depth.set_function(lambda: float(queue_depth()))
-        self.running.set_function(lambda: float(running()))
+    def bind_engine(self, engine: Any) -> None:
+        """Read queue depth, running sequences and step counts from the engine at scrape time."""
+        self.queue_depth.set_function(lambda: float(engine.queue_depth))
+        self.running.set_function(lambda: float(engine.running))
+        self.steps.set_function(lambda: float(engine.steps_run))
+        self.sequence_steps.set_function(lambda: float(engine.sequences_stepped))
 
     def record_tokens(self, n: int) -> None:
         """Count ``n`` freshly generated tokens (for totals and the throughput window)."""

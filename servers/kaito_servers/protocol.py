@@ -64,6 +64,10 @@ class _SamplingFields(BaseModel):
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
+    min_tokens: int = Field(default=0, ge=0)
+    """Extension (as in vLLM): end-of-sequence is suppressed until this many tokens."""
+    ignore_eos: bool = False
+    """Extension (as in vLLM): keep generating past end-of-sequence until max_tokens."""
     logprobs: bool | int | None = None
     user: str | None = None
 

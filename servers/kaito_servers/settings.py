@@ -58,6 +58,8 @@ class ServerSettings(BaseSettings):
     """Sequences generated together (llama.cpp parallel sequences, transformers batch rows)."""
     max_queue: int = Field(default=64, ge=0)
     """Requests allowed to wait for a batch slot; beyond that the server answers 429 with Retry-After."""
+    deterministic: bool = False
+    """llama.cpp: decode each sequence in its own pass so greedy output is bit-identical to a lone request (llama.cpp's batched kernels round differently); gives up the batching speed-up. transformers (float32) is deterministic either way."""
     threads: int | None = Field(default=None, gt=0)
     """CPU threads for generation; default: the CPUs this process may use."""
     dtype: str = "auto"

@@ -75,6 +75,15 @@ def llama_server(start_server: Callable[..., RunningServer], gemma_gguf: Path, e
 
 
 @pytest.fixture(scope="session")
+def llama_deterministic_server(start_server: Callable[..., RunningServer], gemma_gguf: Path, empty_dir: Path) -> RunningServer:
+    """Gemma 3 270M on llamacpp in deterministic mode (each sequence decoded in its own pass)."""
+    return start_server(
+        backend="llamacpp", preset="gemma-3-270m", model=str(gemma_gguf), adapters_dir=empty_dir,
+        max_batch_size=8, max_queue=16, context_length=512, threads=2, deterministic=True,
+    )
+
+
+@pytest.fixture(scope="session")
 def phi3_server(start_server: Callable[..., RunningServer], tiny_phi3: Path, empty_dir: Path) -> RunningServer:
     """The tiny Phi-3 on the transformers backend, batches of 8, 256-token context."""
     return start_server(

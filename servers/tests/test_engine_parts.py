@@ -33,7 +33,7 @@ class CharEngine(BatchingEngine):
         self.script = script
         self.context_length = kwargs.get("context_length", 64)
         self.model_name = "chars"
-        self.steps: list[int] = []
+        self.step_sizes: list[int] = []
         self.delay = 0.0
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -55,7 +55,7 @@ class CharEngine(BatchingEngine):
         return token == EOS
 
     def _step(self, active: list[GenSequence]) -> list[tuple[GenSequence, int]]:
-        self.steps.append(len(active))
+        self.step_sizes.append(len(active))
         if self.delay:
             import time
 
@@ -119,7 +119,7 @@ def test_concurrent_sequences_share_steps(engine: CharEngine) -> None:
 
     results = asyncio.run(run())
     assert all(text == "Hello, world! STOP here" for text, _ in results)
-    assert max(engine.steps) == 4
+    assert max(engine.step_sizes) == 4
 
 
 def test_context_limit_and_queue_limit() -> None:

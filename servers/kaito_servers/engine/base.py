@@ -219,6 +219,10 @@ class Engine(abc.ABC):
     """Maximum prompt + completion tokens per request."""
     adapters: tuple[AdapterInfo, ...] = ()
     max_batch_size: int = 1
+    steps_run: int = 0
+    """Forward steps run so far."""
+    sequences_stepped: int = 0
+    """Sum over steps of the sequences each advanced (sequences_stepped / steps_run = mean batch)."""
 
     @abc.abstractmethod
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -454,6 +458,8 @@ class BatchingEngine(Engine):
                         seq.emit(EngineError(f"generation failed: {exc}"))
                         seq.done = True
                     produced = []
+                self.steps_run += 1
+                self.sequences_stepped += len(active)
                 for seq, token in produced:
                     self._on_token(seq, token)
             with self._cond:

@@ -7,6 +7,16 @@ prompt into one ``llama_batch`` with per-token ``seq_id`` s, then calls ``llama_
 Each sequence samples from its own logits row with its own sampler chain (temperature,
 top-k/p, min-p, penalties, seed), so requests with different parameters share a batch.
 
+Batched kernels are not bit-identical to single-sequence ones: llama.cpp picks different
+matrix-multiplication paths by batch shape (repacked GEMM for groups of 4 rows vs GEMV,
+tinyBLAS only for 2+ rows, flash-attention tiling), and the Q8 quantisation of activations
+amplifies the rounding differences, so a greedy sequence decoded next to others can diverge
+from the same request decoded alone at a near-tie (measured: logits differ by up to ~1 on a
+scale of ~20 after one batched prefill). ``deterministic=True`` decodes each sequence in its
+own ``llama_decode`` call, still interleaved step by step and with one KV stream per sequence
+(``kv_unified=False``, so other sequences never enter its attention): outputs are then
+bit-identical to sequential ones, at sequential speed.
+
 LoRA adapters: GGUF LoRA files (``convert_lora_to_gguf.py`` output), several at once, each
 with its own scale, via ``llama_set_adapters_lora``. A peft directory without a GGUF file is
 rejected with a message that says how to convert it.
@@ -90,7 +100,7 @@ class LlamaCppEngine(BatchingEngine):
         kv_unified: bool = False,
         repack: bool = True,
         flash_attn: int = -1,
-        pad_single: bool = True,
+        deterministic: bool = False,
         verbose: bool = False,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, max_queue=max_queue)
@@ -116,9 +126,8 @@ class LlamaCppEngine(BatchingEngine):
         per_seq = min(context_length or min(n_ctx_train, DEFAULT_CONTEXT_CAP), n_ctx_train)
         self._n_batch = n_batch
         cparams = llama_cpp.llama_context_default_params()
-        self._pad_single = pad_single
-        self._dummy_seq = max_batch_size
-        n_seqs = max_batch_size + (1 if pad_single else 0)
+        self.deterministic = deterministic
+        n_seqs = max_batch_size
         cparams.n_ctx = per_seq * n_seqs
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
@@ -146,7 +155,6 @@ class LlamaCppEngine(BatchingEngine):
         self._bos_text = self._special_text(int(llama_cpp.llama_vocab_bos(self._vocab)))
         self._eos_text = self._special_text(int(llama_cpp.llama_vocab_eos(self._vocab)))
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
-        self._dummy_token = max(0, int(llama_cpp.llama_vocab_bos(self._vocab)))
         log.info(
             "llama.cpp model loaded",
             extra={
@@ -315,6 +323,15 @@ class LlamaCppEngine(BatchingEngine):
         self._free_slots.sort()
 
     def _step(self, active: list[GenSequence]) -> list[tuple[GenSequence, int]]:
+        if self.deterministic:
+            produced: list[tuple[GenSequence, int]] = []
+            for seq in active:
+                produced += self._decode_and_sample([seq])
+            return produced
+        return self._decode_and_sample(active)
+
+    def _decode_and_sample(self, seqs: list[GenSequence]) -> list[tuple[GenSequence, int]]:
+        """One llama_decode over ``seqs`` (decode tokens first, then prompt chunks); sample each."""
         ll = self._ll
         batch = self._batch
         n = 0
@@ -330,20 +347,19 @@ class LlamaCppEngine(BatchingEngine):
             n += 1
 
         # Decoding sequences first: one token each, so a long prompt never starves them.
-        for seq in active:
+        for seq in seqs:
             st: _SeqState = seq.state
             if st.prefilled == len(seq.prompt):
                 add(st.last, st.n_past, st.slot, True)
                 st.n_past += 1
                 outputs.append((seq, n - 1))
         budget = self._n_batch - n
-        for seq in active:
+        for seq in seqs:
             st = seq.state
             if st.prefilled < len(seq.prompt) and budget > 0:
                 chunk = seq.prompt[st.prefilled : st.prefilled + budget]
                 for i, tok in enumerate(chunk):
-                    last = st.prefilled + i == len(seq.prompt) - 1
-                    add(tok, st.n_past + i, st.slot, last)
+                    add(tok, st.n_past + i, st.slot, st.prefilled + i == len(seq.prompt) - 1)
                 st.prefilled += len(chunk)
                 st.n_past += len(chunk)
                 budget -= len(chunk)
@@ -351,15 +367,10 @@ class LlamaCppEngine(BatchingEngine):
                     outputs.append((seq, n - 1))
         if n == 0:
             return []
-        padded = self._pad_single and n == 1
-        if padded:
-            add(self._dummy_token, 0, self._dummy_seq, False)
         batch.n_tokens = n
         rc = ll.llama_decode(self._ctx, batch)
-        if padded:
-            ll.llama_memory_seq_rm(self._mem, self._dummy_seq, -1, -1)
         if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc} for a batch of {n} tokens over {len(active)} sequences")
+            raise RuntimeError(f"llama_decode returned {rc} for a batch of {n} tokens over {len(seqs)} sequences")
         produced: list[tuple[GenSequence, int]] = []
         for seq, idx in outputs:
             st = seq.state
