@@ -76,6 +76,23 @@ def apply_adapters(model: Any, adapters: list[AdapterInfo]) -> Any:
     return peft_model.merge_and_unload()
 
 
+def _make_contiguous(model: Any) -> int:
+    """Give every parameter a contiguous layout; returns how many were not.
+
+    Weights dequantised from GGUF can be strided views; torch's CPU GEMM then copies the whole
+    matrix on every batched call (measured: Gemma 3 270M decode step for 8 rows 0.63 s instead
+    of ~0.15 s), while batch-1 GEMV does not notice.
+    """
+    fixed = 0
+    for param in model.parameters():
+        if not param.data.is_contiguous():
+            param.data = param.data.contiguous()
+            fixed += 1
+    if fixed:
+        log.info("made %d weight tensors contiguous", fixed)
+    return fixed
+
+
 class TransformersEngine(BatchingEngine):
     """A transformers causal LM served with cohort batching."""
 
@@ -115,6 +132,7 @@ class TransformersEngine(BatchingEngine):
         except Exception as exc:
             raise ConfigurationError(f"transformers could not load {model_path}: {exc}") from exc
         model = apply_adapters(model, list(adapters or []))
+        _make_contiguous(model)
         self.adapters = tuple(adapters or ())
         model.eval()
         self.model = model
