@@ -325,7 +325,7 @@ def main() -> int:
         f"/v1/completions; llama.cpp systems measured interleaved over {args.repeats} rounds (median round shown); "
         f"load average at the end {load1:.1f}.",
         "",
-        "Reproduce: `make bench-serving` (or `.venv/bin/python bench/serving/run.py --write-docs docs/benchmarks.md`).",
+        "Reproduce: `make bench-serving` (= `.venv/bin/python bench/serving/run.py --transformers-gemma --write-docs docs/benchmarks.md`; ~6 min).",
         "",
         HEADER,
         *[fmt_row(r) for r in rows],
