@@ -67,7 +67,7 @@ def apply_adapters(model: Any, adapters: list[AdapterInfo]) -> Any:
             peft_model.load_adapter(adapter.path, adapter_name=name)
     except Exception as exc:
         raise ConfigurationError(f"could not load LoRA adapters {names}: {exc}") from exc
-    peft_model.base_model.set_adapter(names)
+    peft_model.base_model.set_adapter(names)  # type: ignore[operator]  # LoraModel.set_adapter takes a list
     strengths = dict(zip(names, (a.strength for a in adapters), strict=True))
     for module in peft_model.modules():
         if isinstance(module, LoraLayer):
@@ -188,7 +188,7 @@ class TransformersEngine(BatchingEngine):
 
     def _new_detokenizer(self) -> Detokenizer:
         tok = self.tokenizer
-        return IdsDetokenizer(lambda ids: str(tok.decode(ids, skip_special_tokens=True)))
+        return IdsDetokenizer(lambda ids: str(tok.decode(list(ids), skip_special_tokens=True)))
 
     def _is_eos(self, token: int) -> bool:
         return token in self._eos
