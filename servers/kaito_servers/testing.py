@@ -68,7 +68,7 @@ def build_tiny_phi3(out: Path, *, vocab_size: int = 2048, seed: int = 0, init_ra
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     bpe.train_from_iterator(_corpus(), trainer=trainer)
-    tok = PreTrainedTokenizerFast(
+    tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=bpe,
         eos_token="<|endoftext|>",
         pad_token="<pad>",
@@ -77,7 +77,7 @@ def build_tiny_phi3(out: Path, *, vocab_size: int = 2048, seed: int = 0, init_ra
         model_max_length=512,
     )
     tok.chat_template = PHI3_CHAT_TEMPLATE
-    eos = [tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|end|>")]
+    eos = [int(tok.convert_tokens_to_ids("<|endoftext|>")), int(tok.convert_tokens_to_ids("<|end|>"))]  # type: ignore[arg-type]
     config = Phi3Config(
         vocab_size=len(tok),
         hidden_size=128,
@@ -95,7 +95,8 @@ def build_tiny_phi3(out: Path, *, vocab_size: int = 2048, seed: int = 0, init_ra
     )
     torch.manual_seed(seed)
     model = Phi3ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tok.pad_token_id, bos_token_id=eos[0])
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+        eos_token_id=eos, pad_token_id=tok.pad_token_id, bos_token_id=eos[0])
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -112,7 +113,7 @@ def build_random_lora(base: Path, out: Path, *, seed: int = 1, r: int = 8, alpha
     model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), init_lora_weights=False, lora_dropout=0.0)
     peft_model = get_peft_model(model, config)
-    peft_model.save_pretrained(out)
+    peft_model.save_pretrained(str(out))
     return out
 
 

@@ -8,6 +8,9 @@ disconnects (its cache rows are dropped, so the remaining rows get faster). Requ
 arrive while a cohort runs wait for the next one; an idle engine waits ``batch_wait_s`` for
 companions before starting. Greedy rows give the same tokens as a batch of one (fp32).
 
+On a machine with CUDA the model is moved to the GPU (dtype ``auto`` keeps the checkpoint's);
+sampling runs on the CPU copy of each step's last-position logits.
+
 Adapters: every adapter is loaded with peft, all are activated together, each layer's LoRA
 scaling is set to ``strength * alpha / r`` and the result is merged into the weights. So
 several adapters add up with their strengths, strength 0 leaves the base weights untouched,
@@ -67,13 +70,30 @@ def apply_adapters(model: Any, adapters: list[AdapterInfo]) -> Any:
             peft_model.load_adapter(adapter.path, adapter_name=name)
     except Exception as exc:
         raise ConfigurationError(f"could not load LoRA adapters {names}: {exc}") from exc
-    peft_model.base_model.set_adapter(names)
+    peft_model.base_model.set_adapter(names)  # type: ignore[operator]  # LoraModel.set_adapter takes a list
     strengths = dict(zip(names, (a.strength for a in adapters), strict=True))
     for module in peft_model.modules():
         if isinstance(module, LoraLayer):
             for name, strength in strengths.items():
                 module.set_scale(name, strength)
     return peft_model.merge_and_unload()
+
+
+def _make_contiguous(model: Any) -> int:
+    """Give every parameter a contiguous layout; returns how many were not.
+
+    Weights dequantised from GGUF can be strided views; torch's CPU GEMM then copies the whole
+    matrix on every batched call (measured: Gemma 3 270M decode step for 8 rows 0.63 s instead
+    of ~0.15 s), while batch-1 GEMV does not notice.
+    """
+    fixed = 0
+    for param in model.parameters():
+        if not param.data.is_contiguous():
+            param.data = param.data.contiguous()
+            fixed += 1
+    if fixed:
+        log.info("made %d weight tensors contiguous", fixed)
+    return fixed
 
 
 class TransformersEngine(BatchingEngine):
@@ -115,9 +135,13 @@ class TransformersEngine(BatchingEngine):
         except Exception as exc:
             raise ConfigurationError(f"transformers could not load {model_path}: {exc}") from exc
         model = apply_adapters(model, list(adapters or []))
+        _make_contiguous(model)
         self.adapters = tuple(adapters or ())
+        if torch.cuda.is_available():
+            model.to("cuda")
         model.eval()
         self.model = model
+        self._device = next(model.parameters()).device
         config = model.config
         max_pos = int(getattr(config, "max_position_embeddings", 0) or getattr(self.tokenizer, "model_max_length", 2048))
         self.context_length = min(context_length or max_pos, max_pos)
@@ -170,7 +194,7 @@ class TransformersEngine(BatchingEngine):
 
     def _new_detokenizer(self) -> Detokenizer:
         tok = self.tokenizer
-        return IdsDetokenizer(lambda ids: str(tok.decode(ids, skip_special_tokens=True)))
+        return IdsDetokenizer(lambda ids: str(tok.decode(list(ids), skip_special_tokens=True)))
 
     def _is_eos(self, token: int) -> bool:
         return token in self._eos
@@ -268,7 +292,7 @@ class TransformersEngine(BatchingEngine):
             row.counts[token] = row.counts.get(token, 0) + 1
             produced.append((seq, token))
             last.append(token)
-        self._last = torch.tensor(last, dtype=torch.long)
+        self._last = torch.tensor(last, dtype=torch.long, device=self._device)
         return produced
 
     def _prefill(self, active: list[GenSequence]) -> Any:
@@ -284,6 +308,7 @@ class TransformersEngine(BatchingEngine):
             ids[i, width - n :] = torch.tensor(seq.prompt, dtype=torch.long)
             attn[i, width - n :] = 1
             seq.state.started = True
+        ids, attn = ids.to(self._device), attn.to(self._device)
         pos = (attn.cumsum(-1) - 1).clamp_min(0)
         self._cache = DynamicCache(config=self.model.config)
         out = self.model(
@@ -292,19 +317,19 @@ class TransformersEngine(BatchingEngine):
         self._cache = out.past_key_values
         self._attn = attn
         self._pos = pos[:, -1] + 1
-        return out.logits[:, -1, :].float()
+        return out.logits[:, -1, :].float().cpu()
 
     def _decode(self, active: list[GenSequence]) -> Any:
         torch = self._torch
         keep = [i for i, s in enumerate(self._cohort) if s in active]
         if len(keep) != len(self._cohort):
-            index = torch.tensor(keep, dtype=torch.long)
+            index = torch.tensor(keep, dtype=torch.long, device=self._device)
             self._cache.batch_select_indices(index)
             self._attn = self._attn[index]
             self._pos = self._pos[index]
             self._last = self._last[index]
             self._cohort = [self._cohort[i] for i in keep]
-        self._attn = torch.cat([self._attn, torch.ones((len(keep), 1), dtype=torch.long)], dim=1)
+        self._attn = torch.cat([self._attn, torch.ones((len(keep), 1), dtype=torch.long, device=self._device)], dim=1)
         out = self.model(
             input_ids=self._last[:, None],
             attention_mask=self._attn,
@@ -314,4 +339,4 @@ class TransformersEngine(BatchingEngine):
         )
         self._cache = out.past_key_values
         self._pos = self._pos + 1
-        return out.logits[:, -1, :].float()
+        return out.logits[:, -1, :].float().cpu()
