@@ -64,6 +64,13 @@ def make_ctx(registry: Registry, monkeypatch: pytest.MonkeyPatch, nodes: list[di
     return OperatorContext(settings=settings, registry=registry, reconciler=reconciler, executor=executor, metrics=metrics)
 
 
+def byo_workspace(name: str = "workspace-phi-3-mini") -> dict[str, Any]:
+    """The phi-3 example as a bring-your-own-nodes workspace (no instanceType)."""
+    obj = load_example("examples/inference/kaito_workspace_phi_3.yaml", name=name)
+    del obj["resource"]["instanceType"]
+    return obj
+
+
 def sample(ctx: OperatorContext, name: str, labels: dict[str, str] | None = None) -> float:
     """One sample value of the context's registry (0 when absent)."""
     return ctx.metrics.registry.get_sample_value(name, labels or {}) or 0.0
@@ -71,8 +78,8 @@ def sample(ctx: OperatorContext, name: str, labels: dict[str, str] | None = None
 
 def test_reconcile_and_admission_fill_every_family(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     waiting = make_ctx(registry, monkeypatch, nodes=[])
-    ws = load_example("examples/inference/kaito_workspace_phi_3.yaml")
-    bad = load_example("examples/inference/kaito_workspace_phi_3.yaml", name="bad")
+    ws = byo_workspace()
+    bad = byo_workspace("bad")
     bad["inference"]["preset"]["name"] = "no-such-preset"
     asyncio.run(waiting.reconcile_once(ws))
     asyncio.run(waiting.reconcile_once(bad))
@@ -109,7 +116,7 @@ def test_reconcile_and_admission_fill_every_family(registry: Registry, monkeypat
 def test_an_unexpected_error_is_counted_as_error(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = make_ctx(registry, monkeypatch, nodes=[])
     monkeypatch.setattr(kaito_provisioners.byo, "list_nodes", lambda api, selector: 1 / 0)
-    asyncio.run(ctx.reconcile_once(load_example("examples/inference/kaito_workspace_phi_3.yaml")))
+    asyncio.run(ctx.reconcile_once(byo_workspace()))
     assert sample(ctx, "kaito_workspace_reconcile_total", {"result": "error"}) == 1
     ctx.executor.shutdown()
 
