@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from kaito_core.operator import logs
 from kaito_core.operator.settings import OperatorSettings
 
 
@@ -22,13 +22,18 @@ def operator(
     webhook_port: Annotated[int | None, typer.Option(help="webhook HTTPS port")] = None,
     webhook_cert_dir: Annotated[Path | None, typer.Option(help="where the webhook CA and certificate are kept")] = None,
     workers: Annotated[int | None, typer.Option(help="reconciles running at once")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port (0 disables; default 0)")] = None,
+    metrics_host: Annotated[str | None, typer.Option(help="address the metrics endpoint listens on (default 127.0.0.1)")] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="json (one object per line) or text; default: text on a terminal, else json")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """Run the KAITO Workspace operator (settings also from KAITO_* environment variables)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:  # kopf logs every handler success at INFO; keep problems and our own lines
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        logs.configure(log_format or logs.default_format(), verbose=verbose)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from exc
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)  # one source for kopf's and the reconciler's clients
     overrides: dict[str, Any] = {}
@@ -44,6 +49,9 @@ def operator(
         overrides["webhook"] = hook
     if workers:
         overrides["concurrency"] = {"workers": workers}
+    metrics = {k: v for k, v in (("port", metrics_port), ("host", metrics_host)) if v is not None}
+    if metrics:
+        overrides["metrics"] = metrics
     settings = OperatorSettings.load(**overrides)
 
     from kaito_core.operator.runtime import run

@@ -66,7 +66,10 @@ def make_registry() -> kopf.OperatorRegistry:
     async def workspace_event(*, type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         """Wake the workspace's daemon when its spec or annotations change (not on our own status writes)."""
         ns = namespace or ""
-        _ctx(memo).pokes.poke_if_changed(("Workspace", ns, name), (ns, name), fingerprint.workspace(body), deleted=type == "DELETED")
+        ctx = _ctx(memo)
+        ctx.pokes.poke_if_changed(("Workspace", ns, name), (ns, name), fingerprint.workspace(body), deleted=type == "DELETED")
+        if type == "DELETED":
+            ctx.metrics.workspace_gone(ns, name)
 
     @kopf.on.delete(GROUP, STORAGE_VERSION, PLURAL, id="finalize", registry=registry)
     async def finalize_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -115,24 +118,41 @@ def make_registry() -> kopf.OperatorRegistry:
         *, body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None, **_: Any
     ) -> None:
         """Refuse invalid Workspaces at kubectl-apply time with every field-named problem."""
-        ctx = _ctx(memo)
-        obj = {k: v for k, v in copy.deepcopy(dict(body)).items() if k != "status"}
-        if old is not None and operation == "UPDATE" and (
-            body.get("metadata", {}).get("deletionTimestamp") or all(body.get(f) == old.get(f) for f in SPEC_FIELDS)
-        ):
-            return  # metadata-only updates (finalizers, annotations) and deletions always pass
-        previous = {k: v for k, v in copy.deepcopy(dict(old)).items() if k != "status"} if old and operation == "UPDATE" else None
-        try:
-            contracts.check(
-                obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider, provisioner=ctx.settings.node_provisioner.name
-            )
-        except ValidationError as exc:
-            raise kopf.AdmissionError(exc.render(), code=422) from exc
-        except Exception as exc:  # plugin trouble must not block the API: report it instead
-            mapped = to_kopf(exc)
-            raise kopf.AdmissionError(str(mapped or exc), code=422) from exc
+        admit(_ctx(memo), body, old, operation)
 
     return registry
+
+
+def admit(ctx: OperatorContext, body: Mapping[str, Any], old: Mapping[str, Any] | None, operation: str | None) -> None:
+    """The admission decision for a Workspace, counted in ``kaito_admission_requests_total``.
+
+    Raises:
+        kopf.AdmissionError: the workspace is invalid (every field-named problem, code 422).
+    """
+    try:
+        _check_admission(ctx, body, old, operation)
+    except kopf.AdmissionError:
+        ctx.metrics.admission(allowed=False)
+        raise
+    ctx.metrics.admission(allowed=True)
+
+
+def _check_admission(ctx: OperatorContext, body: Mapping[str, Any], old: Mapping[str, Any] | None, operation: str | None) -> None:
+    obj = {k: v for k, v in copy.deepcopy(dict(body)).items() if k != "status"}
+    if old is not None and operation == "UPDATE" and (
+        body.get("metadata", {}).get("deletionTimestamp") or all(body.get(f) == old.get(f) for f in SPEC_FIELDS)
+    ):
+        return  # metadata-only updates (finalizers, annotations) and deletions always pass
+    previous = {k: v for k, v in copy.deepcopy(dict(old)).items() if k != "status"} if old and operation == "UPDATE" else None
+    try:
+        contracts.check(
+            obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider, provisioner=ctx.settings.node_provisioner.name
+        )
+    except ValidationError as exc:
+        raise kopf.AdmissionError(exc.render(), code=422) from exc
+    except Exception as exc:  # plugin trouble must not block the API: report it instead
+        mapped = to_kopf(exc)
+        raise kopf.AdmissionError(str(mapped or exc), code=422) from exc
 
 
 def _poke_by_labels(memo: Any, kind: str, body: kopf.Body, print_: object, *, deleted: bool) -> None:

@@ -9,6 +9,7 @@ steady-state reconcile writes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -79,15 +80,22 @@ _PATHS = {
 class Kube:
     """The API calls the reconciler makes (all namespaced, all by name or label)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, on_request: Callable[[str, str], None] | None = None) -> None:
         self.api = api
+        self.on_request = on_request
+        """Called with (HTTP method, path) before each request (the operator counts them)."""
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if self.on_request is not None:
+            self.on_request(method, path)
+        return request(self.api, method, path, **kwargs)
 
     # -- generic child objects -----------------------------------------------------------------
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
-            return request(self.api, "GET", f"{_PATHS[kind].format(ns=namespace)}/{name}")
+            return self._request("GET", f"{_PATHS[kind].format(ns=namespace)}/{name}")
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -108,7 +116,7 @@ class Kube:
             existing = self.get(kind, meta["namespace"], meta["name"])
         if existing is None:
             try:
-                return request(self.api, "POST", base, body=desired), True
+                return self._request("POST", base, body=desired), True
             except client.ApiException as exc:
                 if exc.status == 409:
                     raise NotReadyError(f"{kind} {meta['name']} appeared while being created", delay=1.0, reason="Conflict") from exc
@@ -131,7 +139,7 @@ class Kube:
                 if key in existing.get("spec", {}):
                     body["spec"].setdefault(key, existing["spec"][key])
         try:
-            return request(self.api, "PUT", f"{base}/{meta['name']}", body=body), True
+            return self._request("PUT", f"{base}/{meta['name']}", body=body), True
         except client.ApiException as exc:
             if exc.status == 409:
                 raise NotReadyError(f"{kind} {meta['name']} changed while being updated", delay=1.0, reason="Conflict") from exc
@@ -146,7 +154,7 @@ class Kube:
         if owner_uid not in owners:
             return False
         try:
-            request(self.api, "DELETE", f"{_PATHS[kind].format(ns=namespace)}/{name}", body={"propagationPolicy": "Background"})
+            self._request("DELETE", f"{_PATHS[kind].format(ns=namespace)}/{name}", body={"propagationPolicy": "Background"})
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
@@ -154,8 +162,8 @@ class Kube:
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """Pods matching ``label_selector`` in ``namespace``."""
-        items: list[dict[str, Any]] = request(
-            self.api, "GET", _PATHS["Pod"].format(ns=namespace), query={"labelSelector": label_selector}
+        items: list[dict[str, Any]] = self._request(
+            "GET", _PATHS["Pod"].format(ns=namespace), query={"labelSelector": label_selector}
         ).get("items") or []
         return items
 
@@ -163,8 +171,8 @@ class Kube:
 
     def patch_workspace_annotations(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
         """Merge-patch metadata.annotations of a workspace."""
-        request(
-            self.api, "PATCH", f"{_WS_PATH.format(ns=namespace)}/{name}",
+        self._request(
+            "PATCH", f"{_WS_PATH.format(ns=namespace)}/{name}",
             body={"metadata": {"annotations": annotations}}, content_type="application/merge-patch+json",
         )
 
@@ -175,8 +183,8 @@ class Kube:
             if key not in body:
                 body[key] = None
         try:
-            request(
-                self.api, "PATCH", f"{_WS_PATH.format(ns=namespace)}/{name}/status",
+            self._request(
+                "PATCH", f"{_WS_PATH.format(ns=namespace)}/{name}/status",
                 body={"status": body}, content_type="application/merge-patch+json",
             )
         except client.ApiException as exc:

@@ -21,6 +21,7 @@ from kaito_core.errors import KaitoError, NotFoundError, NotReadyError, PluginEr
 from kaito_core.operator import contracts
 from kaito_core.operator.kube import Kube
 from kaito_core.operator.manifests import WorkloadInputs, build_inference_objects, spec_hash
+from kaito_core.operator.metrics import OperatorMetrics
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.operator.status import Facts, WorkloadFacts, build_status, classify_pods, status_changed
 from kaito_core.plugins import Registry
@@ -42,10 +43,11 @@ class Outcome:
 class Reconciler:
     """Reconciles one Workspace at a time; safe to use from several threads."""
 
-    def __init__(self, kube: Kube, registry: Registry, settings: OperatorSettings) -> None:
+    def __init__(self, kube: Kube, registry: Registry, settings: OperatorSettings, metrics: OperatorMetrics | None = None) -> None:
         self.kube = kube
         self.registry = registry
         self.settings = settings
+        self.metrics = metrics
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -235,6 +237,8 @@ class Reconciler:
             meta = obj["metadata"]
             self.kube.patch_workspace_status(meta["namespace"], meta["name"], new, old_status)
             obj["status"] = new
+        if self.metrics is not None:
+            self.metrics.workspace_seen(obj, str(new["state"]))
 
 
 def is_permanent(exc: KaitoError) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from kaito_core.errors import KaitoError
 from kaito_core.operator.boundary import to_kopf
 from kaito_core.operator.certs import ensure_certificates
 from kaito_core.operator.kube import Kube, make_api_client
+from kaito_core.operator.metrics import MetricsServer, OperatorMetrics
 from kaito_core.operator.reconciler import Reconciler
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.plugins import Registry
@@ -124,39 +126,54 @@ class OperatorContext:
     reconciler: Reconciler
     executor: concurrent.futures.ThreadPoolExecutor
     pokes: Pokes = field(default_factory=Pokes)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
 
     @classmethod
     def create(cls, settings: OperatorSettings, *, registry: Registry | None = None, kubeconfig: str | None = None) -> OperatorContext:
         """Load plugins, connect to the cluster and build the reconciler."""
         registry = registry or Registry.from_entry_points()
         registry.provisioner(settings.node_provisioner.name)  # fail at start-up, not per workspace
-        kube = Kube(make_api_client(kubeconfig))
+        metrics = OperatorMetrics()
+        kube = Kube(make_api_client(kubeconfig), on_request=metrics.api_request)
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.concurrency.workers, thread_name_prefix="reconcile")
-        return cls(settings=settings, registry=registry, reconciler=Reconciler(kube, registry, settings), executor=executor)
+        reconciler = Reconciler(kube, registry, settings, metrics)
+        return cls(settings=settings, registry=registry, reconciler=reconciler, executor=executor, metrics=metrics)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking ``fn`` in the reconcile pool."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def reconcile_once(self, obj: dict[str, Any]) -> float:
-        """One reconcile round through the error boundary; returns seconds until the next round."""
-        name = f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}"
+        """One reconcile round through the error boundary; returns seconds until the next round.
+
+        Each round is counted in ``kaito_workspace_reconcile_total`` by result: ok, requeue (not
+        ready yet), invalid (needs a person: bad spec, missing plugin) or error (a bug)."""
+        meta = obj["metadata"]
+        name = f"{meta.get('namespace')}/{meta.get('name')}"
+        where = {"namespace": meta.get("namespace") or "", "workspace": meta.get("name") or ""}
         requeue = self.settings.requeue
+        started = time.monotonic()
+        result = "error"
         try:
             outcome = await self.in_thread(self.reconciler.reconcile, obj)
+            result = "ok"
             return outcome.requeue_after
         except Exception as exc:
             mapped = to_kopf(exc, default_delay=requeue.nodes_s)
             if isinstance(mapped, kopf.TemporaryError):
-                log.info("workspace %s not ready: %s (next look in %.0fs)", name, mapped, mapped.delay or requeue.nodes_s)
+                result = "requeue"
+                log.info("workspace %s not ready: %s (next look in %.0fs)", name, mapped, mapped.delay or requeue.nodes_s, extra=where)
                 return float(mapped.delay or requeue.nodes_s)
             if isinstance(mapped, kopf.PermanentError):
-                log.warning("workspace %s needs attention: %s", name, mapped)
+                result = "invalid"
+                log.warning("workspace %s needs attention: %s", name, mapped, extra=where)
                 return requeue.invalid_s
             if isinstance(exc, KaitoError):
                 raise
-            log.exception("workspace %s: unexpected error, retrying in %.0fs", name, requeue.workload_s)
+            log.exception("workspace %s: unexpected error, retrying in %.0fs", name, requeue.workload_s, extra=where)
             return requeue.workload_s
+        finally:
+            self.metrics.reconciled(result, time.monotonic() - started)
 
 
 def configure_kopf(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings) -> None:
@@ -198,6 +215,10 @@ async def run(
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(settings, kopf_settings)
     namespaces = settings.scope.namespaces
+    server: MetricsServer | None = None
+    if settings.metrics.port:
+        server = ctx.metrics.serve(settings.metrics.host, settings.metrics.port)
+        log.info("serving metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
     try:
         await kopf.operator(
             registry=make_registry(),
@@ -211,3 +232,5 @@ async def run(
         )
     finally:
         ctx.executor.shutdown(wait=False, cancel_futures=True)
+        if server is not None:
+            server.stop()

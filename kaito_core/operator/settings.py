@@ -63,7 +63,9 @@ class MetricsSettings(_Section):
     """values.yaml ``metrics``."""
 
     port: int = 0
-    """Port of the Prometheus metrics endpoint; 0 disables it."""
+    """Port of the Prometheus metrics endpoint (/metrics over HTTP); 0 disables it."""
+    host: str = "127.0.0.1"
+    """Address the metrics endpoint listens on (0.0.0.0 in a pod)."""
 
 
 class RequeueSettings(_Section):

@@ -20,14 +20,14 @@ def stack(local_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     local_cluster.install_crds(harness.CRDS)
     operator_config = harness.operator_kubeconfig(local_cluster, workdir / "operator.kubeconfig")
     fake = harness.fake_gpu_provisioner(local_cluster.kubeconfig, workdir / "fake-gpu-provisioner.log", fail_skus={FAILING_SKU: FAILING_MESSAGE})
-    port = harness.free_port()
+    port, metrics_port = harness.free_port(), harness.free_port()
     operator = harness.operator(
         operator_config, workdir / "operator.log", workdir / "webhook-certs", webhook_port=port,
-        extra_env={"KAITO_REQUEUE__RESYNC_S": "2"},
+        extra_env={"KAITO_REQUEUE__RESYNC_S": "2", "KAITO_METRICS__PORT": str(metrics_port)},
     )
     fake.start()
     operator.start()
-    stack = Stack(local_cluster, operator, fake, port, workdir)
+    stack = Stack(local_cluster, operator, fake, port, workdir, metrics_port)
     try:
         harness.wait_webhook_ready(local_cluster, port)
         yield stack

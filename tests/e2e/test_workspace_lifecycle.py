@@ -125,6 +125,11 @@ def test_example_from_apply_to_delete(stack: Stack, kube_namespace: str, example
     status = stack.get(WS.format(ns=ns, name=name))["status"]
     assert status["workerNodes"] == sorted(node_names) and status["targetNodeCount"] == 1
     assert status["state"] == "Ready" and status["observedGeneration"] == 1
+    scraped = stack.metrics()
+    assert scraped[("kaito_workspace_reconcile_total", (("result", "ok"),))] > 0
+    assert scraped[("kaito_workspace_reconcile_total", (("result", "requeue"),))] > 0
+    assert scraped[("kaito_workspaces", (("state", "Ready"),))] >= 1
+    assert scraped[("kaito_admission_requests_total", (("result", "allowed"),))] > 0
     owned = stack.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")["metadata"]["ownerReferences"][0]
     assert owned["kind"] == "Workspace" and owned["name"] == name
 
