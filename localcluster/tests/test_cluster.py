@@ -43,7 +43,10 @@ def test_fake_gpu_node_becomes_ready(local_cluster: LocalCluster, gpu_node: dict
     assert conditions["Ready"] == "True"
     assert node["status"]["capacity"]["nvidia.com/gpu"] == "1"
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "1"
-    assert node["spec"]["taints"] == [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
+    # The node-lifecycle controller removes node.kubernetes.io/not-ready a moment after Ready=True.
+    expected = [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
+    wait_for(lambda: local_cluster.api.get(f"/api/v1/nodes/{name}")["spec"].get("taints") == expected,
+             timeout=30, what="only the sku=gpu taint left on the node")
     assert node["spec"]["providerID"].startswith("azure:///subscriptions/")
     assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
     # kwok keeps a node lease for it.
