@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -247,6 +247,31 @@ async def _collect(request: Request, stream: Any, tracker: _Tracker) -> tuple[st
 def _sse(data: dict[str, Any] | str) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     return f"data: {payload}\n\n".encode()
+
+
+def _usage(event: StreamEvent) -> Usage:
+    """OpenAI usage from the counts a stream event carries."""
+    return Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+                 total_tokens=event.prompt_tokens + event.completion_tokens)
+
+
+def _sse_response(chunks: AsyncGenerator[bytes, None], stream: Any, tracker: _Tracker, request_id: str) -> StreamingResponse:
+    """An SSE response of ``chunks`` then ``[DONE]``; an error mid-stream becomes an error event,
+    and the generation is closed (cancelled if unfinished) and counted however the stream ends."""
+
+    async def guarded() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+            yield _sse("[DONE]")
+        except ServerError as exc:
+            yield _sse(exc.envelope())
+        finally:
+            await chunks.aclose()
+            await stream.aclose()
+            tracker.close()
+
+    return StreamingResponse(guarded(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
 
 
 _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
@@ -484,35 +509,26 @@ def create_app(
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-            async def events() -> AsyncIterator[bytes]:
+            async def events() -> AsyncGenerator[bytes, None]:
                 base = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": engine.model_name}
-                try:
-                    yield _sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-                    async for event in stream:
-                        tracker.on_event(event)
-                        if event.text:
-                            yield _sse(base | {"choices": [{"index": 0, "delta": {"content": event.text}, "finish_reason": None}]})
-                        if event.finish_reason is not None:
-                            yield _sse(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": event.finish_reason}]})
-                            if include_usage:
-                                usage = Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-                                              total_tokens=event.prompt_tokens + event.completion_tokens)
-                                yield _sse(base | {"choices": [], "usage": usage.model_dump()})
-                    yield _sse("[DONE]")
-                except ServerError as exc:
-                    yield _sse(exc.envelope())
-                finally:
-                    await stream.aclose()
-                    tracker.close()
+                yield _sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+                async for event in stream:
+                    tracker.on_event(event)
+                    if event.text:
+                        yield _sse(base | {"choices": [{"index": 0, "delta": {"content": event.text}, "finish_reason": None}]})
+                    if event.finish_reason is not None:
+                        yield _sse(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": event.finish_reason}]})
+                        if include_usage:
+                            yield _sse(base | {"choices": [], "usage": _usage(event).model_dump()})
 
-            return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
+            return _sse_response(events(), stream, tracker, request_id)
         text, last = await _collect(request, stream, tracker)
         return ChatCompletion(
             id=request_id,
             created=created,
             model=engine.model_name,
             choices=[ChatChoice(message=ResponseMessage(content=text), finish_reason=last.finish_reason)],
-            usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens, total_tokens=last.prompt_tokens + last.completion_tokens),
+            usage=_usage(last),
         )
 
     @app.post("/v1/completions", response_model=None)
@@ -540,34 +556,25 @@ def create_app(
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-            async def events() -> AsyncIterator[bytes]:
+            async def events() -> AsyncGenerator[bytes, None]:
                 base = {"id": request_id, "object": "text_completion", "created": created, "model": engine.model_name}
-                try:
-                    if body.echo:
-                        yield _sse(base | {"choices": [{"index": 0, "text": prompt_text, "finish_reason": None, "logprobs": None}]})
-                    async for event in stream:
-                        tracker.on_event(event)
-                        if event.text or event.finish_reason is not None:
-                            yield _sse(base | {"choices": [{"index": 0, "text": event.text, "finish_reason": event.finish_reason, "logprobs": None}]})
-                        if event.finish_reason is not None and include_usage:
-                            usage = Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-                                          total_tokens=event.prompt_tokens + event.completion_tokens)
-                            yield _sse(base | {"choices": [], "usage": usage.model_dump()})
-                    yield _sse("[DONE]")
-                except ServerError as exc:
-                    yield _sse(exc.envelope())
-                finally:
-                    await stream.aclose()
-                    tracker.close()
+                if body.echo:
+                    yield _sse(base | {"choices": [{"index": 0, "text": prompt_text, "finish_reason": None, "logprobs": None}]})
+                async for event in stream:
+                    tracker.on_event(event)
+                    if event.text or event.finish_reason is not None:
+                        yield _sse(base | {"choices": [{"index": 0, "text": event.text, "finish_reason": event.finish_reason, "logprobs": None}]})
+                    if event.finish_reason is not None and include_usage:
+                        yield _sse(base | {"choices": [], "usage": _usage(event).model_dump()})
 
-            return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
+            return _sse_response(events(), stream, tracker, request_id)
         text, last = await _collect(request, stream, tracker)
         return Completion(
             id=request_id,
             created=created,
             model=engine.model_name,
             choices=[CompletionChoice(text=(prompt_text + text) if body.echo else text, finish_reason=last.finish_reason)],
-            usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens, total_tokens=last.prompt_tokens + last.completion_tokens),
+            usage=_usage(last),
         )
 
     return app
