@@ -24,7 +24,7 @@ class FakeTransformers(InferenceBackend):
         return ServerSpec(command=("python", "-m", "fake_server"), args=(f"--model={preset.source_repo}",))
 
     def create_engine(self, preset: Preset | None, settings: Any) -> Any:
-        raise NotImplementedError("the fake backend has no engine")
+        raise RuntimeError("FakeBackend only feeds validation tests; nothing here serves a model")
 
 
 class FakeMultiNode(FakeTransformers):
