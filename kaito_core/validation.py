@@ -33,7 +33,9 @@ from kaito_core.backends import InferenceBackend
 from kaito_core.errors import FieldError, NotFoundError, ValidationError
 from kaito_core.fit import NodePlan, plan_nodes
 from kaito_core.netcheck import data_url_problem
-from kaito_core.plugins.registry import BACKEND_PROVIDER_HINTS, PRESET_PROVIDER_HINTS, Registry
+from kaito_core.plugins.registry import BACKEND_PROVIDER_HINTS, Registry
+from kaito_core.preset_providers import install_line
+from kaito_core.preset_sources import ModelLocation, PresetGenerationError
 from kaito_core.presets import Preset
 from kaito_core.sku import Cloud, InstanceType, NodeGPUFacts, is_azure_lenient, lookup, supported_gpu_skus, uniform_node_type
 
@@ -52,6 +54,8 @@ _IMAGE_REF = re.compile(
 )
 API_VERSIONS = tuple(f"{GROUP}/{v}" for v in VERSIONS)
 NAME_REGEX_TEXT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+PLACEHOLDER = re.compile(r"^\s*<[^<>]*>\s*$")
+"""A value left as in a template, e.g. ``<your-vm-sku>``."""
 
 
 class ValidationContext(BaseModel):
@@ -75,6 +79,9 @@ class ValidationContext(BaseModel):
     """Whether to check that the model fits the nodes' GPU memory."""
     max_model_len: int | None = None
     """Context length to size the KV cache for (from the inference config), default 2048."""
+    model_location: ModelLocation | None = None
+    """Where presets named by a model id (``org/model``) read the model's files: a local copy
+    or cache (``kaito validate --model-dir``/``--hf-cache``), or the hub (operator)."""
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -292,6 +299,14 @@ class _Checker:
         self.check_selector(res.label_selector)
 
     def instance_known(self, sku: str) -> InstanceType | None:
+        if PLACEHOLDER.match(sku):
+            self.add(
+                "resource.instanceType",
+                f"{sku} is a placeholder, not an instance type",
+                f"replace it with an instance type of the {self.ctx.cloud} catalogue, e.g. Standard_NC24ads_A100_v4 "
+                "(`kaito presets --instance-type SKU` shows what fits)",
+            )
+            return None
         found = lookup(sku, self.ctx.cloud)
         if found is None and not (self.ctx.cloud == "azure" and is_azure_lenient(sku)):
             self.add(
@@ -332,15 +347,18 @@ class _Checker:
 
     def preset(self, name: str, path: str, mode: str) -> Preset | None:
         try:
-            preset = self.registry.preset(name)
+            preset = self.registry.resolve_preset(name, self.ctx.model_location)
         except NotFoundError as exc:
-            hint = next((dist for prefix, dist in PRESET_PROVIDER_HINTS if name.startswith(prefix)), None)
+            line = install_line(name)
             fix = (
-                f"install the plugin package that provides it (pip install {hint}) where kaito runs, or choose an installed preset"
-                if hint
+                f"install the plugin package that provides it ({line}) where kaito runs, or choose an installed preset"
+                if line
                 else "choose an installed preset (`kaito presets` lists them) or install the plugin package that provides it"
             )
             self.add(path, f"Unsupported {mode} preset name {name}: {exc}", fix)
+            return None
+        except PresetGenerationError as exc:
+            self.add(path, f"Unsupported {mode} preset name {name}: {exc.message}", exc.fix)
             return None
         if preset.deprecated:
             self.add(path, f"Model {name} is deprecated and no longer supported", "choose a current preset (`kaito presets`)")
@@ -420,7 +438,7 @@ class _Checker:
                 "to download the model",
                 "create a Secret with key HF_TOKEN and name it in inference.preset.presetOptions.modelAccessSecret",
             )
-        elif secret and not preset.download_auth_required:
+        elif secret and not preset.download_auth_required and not preset.download_at_runtime:
             self.add(
                 "inference.preset.presetOptions.modelAccessSecret",
                 "This preset does not require a modelAccessSecret with HF_TOKEN key under presetOptions",

