@@ -87,54 +87,77 @@ def plugins() -> None:
 @app.command()
 def presets(
     output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
+    instance_type: Annotated[
+        str | None, typer.Option("--instance-type", "-i", help="Show the nodes and GPUs each preset needs on this instance type")
+    ] = None,
+    cloud: Annotated[str, typer.Option(help=f"Instance-type catalogue for --instance-type: {', '.join(CLOUDS)}")] = "azure",
 ) -> None:
-    """List the installed model presets and what they need.
+    """List the installed model presets by family, and what they need.
 
     MIN GPU GiB is the memory one GPU must have to serve the preset alone (weights ×1.02 +
     2.3 GiB runtime + KV cache for 2048 tokens, at 84% usable); models larger than that need
-    several GPUs. TUNING lists the supported fine-tuning methods.
-    """
-    from kaito_core.fit import DEFAULT_CONTEXT_TOKENS, GPU_MEMORY_UTILIZATION, RUNTIME_GIB_PER_GPU, WEIGHT_OVERHEAD
+    several GPUs. TUNING lists the supported fine-tuning methods; GATED presets need a
+    Hugging Face token (presetOptions.modelAccessSecret).
 
-    registry = _registry()
-    records = []
-    for name, preset in registry.presets().items():
-        need = preset.weights_gib * WEIGHT_OVERHEAD + RUNTIME_GIB_PER_GPU + preset.kv_cache_gib(min(DEFAULT_CONTEXT_TOKENS, preset.context_length))
-        records.append(
-            {
-                "name": name,
-                "backends": list(preset.backends),
-                "weightsGiB": preset.weights_gib,
-                "context": preset.context_length,
-                "minGpuGiB": round(need / GPU_MEMORY_UTILIZATION, 2) if preset.requires_gpu else None,
-                "requiresGpu": preset.requires_gpu,
-                "tuning": list(preset.tuning.methods) if preset.tuning else [],
-                "distribution": registry.source("preset", name).distribution,
-                "deprecated": preset.deprecated,
-            }
-        )
-    if output == "json":
-        typer.echo(json.dumps(records, indent=2))
-        return
-    if output != "table":
+    With --instance-type (e.g. Standard_NC24ads_A100_v4), NODES and GPUS say how many nodes of
+    that size and how many GPUs in all each preset needs, as upstream's estimator computes
+    them when a model may be split across nodes; FIT says "multi-node" when the preset's
+    default backend cannot split it, "no" when it cannot run there at all.
+    """
+    from kaito_core.errors import NotFoundError
+    from kaito_core.preset_listing import summarize
+    from kaito_core.sku import get_instance_type
+
+    if output not in ("table", "json"):
         typer.echo(f"error: --output must be table or json, not {output!r}", err=True)
         raise typer.Exit(2)
-    if not records:
+    if cloud not in CLOUDS:
+        typer.echo(f"error: --cloud must be one of {', '.join(CLOUDS)}, not {cloud!r}", err=True)
+        raise typer.Exit(2)
+    instance = None
+    if instance_type:
+        try:
+            instance = get_instance_type(instance_type, cloud)
+        except NotFoundError as exc:
+            typer.echo(f"error: --instance-type: {exc}", err=True)
+            raise typer.Exit(2) from None
+    registry = _registry()
+    installed = registry.backends()
+    groups = summarize(
+        registry.presets(),
+        lambda name: registry.source("preset", name).distribution,
+        installed.get,
+        instance,
+    )
+    if output == "json":
+        typer.echo(json.dumps({family: [s.model_dump(mode="json") for s in items] for family, items in groups.items()}, indent=2))
+        return
+    if not groups:
         typer.echo("No presets are installed. Install a preset plugin, e.g.: pip install kaito-phi3")
         return
-    rows = [
-        [
-            r["name"],
-            ",".join(r["backends"]),
-            f"{r['weightsGiB']:.2f}",
-            str(r["context"]),
-            f"{r['minGpuGiB']:.2f}" if r["minGpuGiB"] is not None else "no GPU needed",
-            ",".join(r["tuning"]) or "-",
-            r["distribution"],
-        ]
-        for r in records
-    ]
-    typer.echo(_table(["NAME", "BACKENDS", "WEIGHTS GiB", "CONTEXT", "MIN GPU GiB", "TUNING", "DISTRIBUTION"], rows))
+    if instance is not None:
+        typer.echo(f"On {instance.sku} ({instance.describe()}):\n")
+    for family, items in groups.items():
+        distributions = sorted({s.distribution for s in items})
+        typer.echo(f"{family} ({', '.join(distributions)}):")
+        headers = ["NAME", "BACKENDS", "WEIGHTS GiB", "CONTEXT"]
+        headers += ["NODES", "GPUS", "FIT"] if instance is not None else ["MIN GPU GiB", "TUNING", "GATED"]
+        rows = []
+        for s in items:
+            row = [s.name + (" (deprecated)" if s.deprecated else ""), ",".join(s.backends), f"{s.weights_gib:.2f}", str(s.context)]
+            if s.fit is not None:
+                fit = s.fit
+                gpus = f"{fit.gpus} ({fit.gpus_per_node}/node)" if fit.gpus else "-"
+                row += [str(fit.nodes) if fit.nodes else "-", gpus, fit.verdict + (f": {fit.note}" if fit.note and fit.verdict != "no" else "")]
+            else:
+                row += [
+                    f"{s.min_gpu_gib:.2f}" if s.min_gpu_gib is not None else "no GPU needed",
+                    ",".join(s.tuning) or "-",
+                    "yes" if s.gated else "-",
+                ]
+            rows.append(row)
+        typer.echo("\n".join("  " + line for line in _table(headers, rows).splitlines()))
+        typer.echo("")
 
 
 def _expand(paths: Sequence[str]) -> Iterator[Path]:
@@ -159,6 +182,18 @@ def validate(
     cloud: Annotated[str, typer.Option(help=f"Instance-type catalogue to check against: {', '.join(CLOUDS)}")] = "azure",
     byo: Annotated[bool, typer.Option("--byo", help="Bring-your-own nodes: resource.instanceType must be empty")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems")] = False,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-dir",
+            help="For presets named by a Hugging Face id (org/model): a local copy of the model "
+            "(config.json and model.safetensors.index.json suffice) to compute the preset from",
+        ),
+    ] = None,
+    hf_cache: Annotated[
+        Path | None,
+        typer.Option("--hf-cache", help="For org/model presets: a Hugging Face cache directory holding the model (read offline)"),
+    ] = None,
 ) -> None:
     """Check Workspace files offline, reporting every problem with its field path and a fix.
 
@@ -166,13 +201,21 @@ def validate(
     installed and not deprecated, adapters, tuning input and output, dataset URLs, label
     selector, ...) and that the model fits the instance type's GPU memory. Multi-document YAML
     is supported; documents of other kinds are skipped. Exit status 1 when anything is invalid.
+
+    A preset named by a Hugging Face model id (inference.preset.name: meta-llama/Llama-3.1-8B-Instruct)
+    is computed from the model's config.json and safetensors index, as the operator does from
+    the hub: give a local copy with --model-dir or a cache with --hf-cache (this command never
+    reaches the network). Without either, an id that an installed family preset serves is
+    checked against that preset.
     """
+    from kaito_core.preset_sources import ModelLocation
     from kaito_core.validation import ValidationContext, check_workspace
 
     if cloud not in CLOUDS:
         typer.echo(f"error: --cloud must be one of {', '.join(CLOUDS)}, not {cloud!r}", err=True)
         raise typer.Exit(2)
-    ctx = ValidationContext(node_auto_provisioning=not byo, cloud=cloud)
+    location = ModelLocation(model_dir=model_dir, cache_dir=hf_cache) if model_dir or hf_cache else None
+    ctx = ValidationContext(node_auto_provisioning=not byo, cloud=cloud, model_location=location)
     registry = _registry()
     failed = 0
     checked = 0
