@@ -130,7 +130,25 @@ def presets(
         instance,
     )
     if output == "json":
-        typer.echo(json.dumps({family: [s.model_dump(mode="json") for s in items] for family, items in groups.items()}, indent=2))
+        records = [
+            {
+                "name": s.name,
+                "family": s.family,
+                "backends": list(s.backends),
+                "weightsGiB": s.weights_gib,
+                "context": s.context,
+                "minGpuGiB": s.min_gpu_gib,
+                "requiresGpu": s.min_gpu_gib is not None,
+                "tuning": list(s.tuning),
+                "gated": s.gated,
+                "distribution": s.distribution,
+                "deprecated": s.deprecated,
+                **({"fit": s.fit.model_dump(mode="json", by_alias=True)} if s.fit is not None else {}),
+            }
+            for items in groups.values()
+            for s in items
+        ]
+        typer.echo(json.dumps(records, indent=2))
         return
     if not groups:
         typer.echo("No presets are installed. Install a preset plugin, e.g.: pip install kaito-phi3")

@@ -9,12 +9,17 @@ from collections.abc import Callable, Mapping
 
 from kaito_core.backends import InferenceBackend
 from kaito_core.fit import DEFAULT_CONTEXT_TOKENS, GPU_MEMORY_UTILIZATION, RUNTIME_GIB_PER_GPU, WEIGHT_OVERHEAD, plan_nodes
+from pydantic import ConfigDict
+from pydantic.alias_generators import to_camel
+
 from kaito_core.presets import FrozenModel, Preset
 from kaito_core.sku import InstanceType
 
 
 class PresetFit(FrozenModel):
-    """How a preset lands on one instance type."""
+    """How a preset lands on one instance type (camelCase in JSON)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
     instance_type: str
     """The instance type asked about."""

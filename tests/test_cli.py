@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from kaito_core.api.crd import render_crd
@@ -101,12 +102,16 @@ def test_crd_prints_and_writes(tmp_path: Path) -> None:
 def test_presets_table_and_json() -> None:
     table = run_kaito("presets")
     assert table.returncode == 0, table.stderr
-    assert table.stdout.splitlines()[0].split() == ["NAME", "BACKENDS", "WEIGHTS", "GiB", "CONTEXT", "MIN", "GPU", "GiB", "TUNING", "DISTRIBUTION"]
+    lines = table.stdout.splitlines()
+    assert "phi3 (kaito-phi3):" in lines  # grouped by family, naming the distribution
+    assert lines[lines.index("phi3 (kaito-phi3):") + 1].split() == ["NAME", "BACKENDS", "WEIGHTS", "GiB", "CONTEXT", "MIN", "GPU", "GiB", "TUNING", "GATED"]
     assert "phi-3-mini-4k-instruct" in table.stdout
     records = json.loads(run_kaito("presets", "--output", "json").stdout)
     mini = next(r for r in records if r["name"] == "phi-3-mini-4k-instruct")
     assert mini == {
         "name": "phi-3-mini-4k-instruct",
+        "family": "phi3",
+        "gated": False,
         "backends": ["transformers"],
         "weightsGiB": 7.12,
         "context": 4096,
@@ -116,6 +121,19 @@ def test_presets_table_and_json() -> None:
         "distribution": "kaito-phi3",
         "deprecated": False,
     }
+
+
+def test_presets_on_an_instance_type_show_nodes_and_gpus() -> None:
+    table = run_kaito("presets", "--instance-type", "Standard_NC24ads_A100_v4")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("On Standard_NC24ads_A100_v4 (1× NVIDIA A100 80 GiB):")
+    assert re.search(r"phi-3-mini-4k-instruct\s+transformers\s+7\.12\s+4096\s+1\s+1 \(1/node\)\s+fits", table.stdout)
+    records = {r["name"]: r for r in json.loads(run_kaito("presets", "-i", "standard_nc24ads_a100_v4", "-o", "json").stdout)}
+    assert records["phi-3-medium-4k-instruct"]["fit"] == {
+        "instanceType": "Standard_NC24ads_A100_v4", "nodes": 1, "gpus": 1, "gpusPerNode": 1, "verdict": "fits", "note": "",
+    }  # fmt: skip
+    bad = run_kaito("presets", "--instance-type", "Standard_Nope")
+    assert bad.returncode == 2 and "--instance-type: unsupported instance type 'Standard_Nope'" in bad.stderr
 
 
 def test_help_texts() -> None:

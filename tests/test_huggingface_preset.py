@@ -68,8 +68,8 @@ def test_kaito_validate_with_a_local_config_computes_the_presets_sizes(tmp_path:
     assert "is valid" in result.stdout
     out = run_kaito("presets", "--instance-type", "Standard_NV36ads_A10_v5", "-o", "json")
     assert out.returncode == 0, out.stderr
-    llama = next(p for p in json.loads(out.stdout)["llama"] if p["name"] == "llama-3.1-8b-instruct")
-    assert (llama["weights_gib"], llama["fit"]["nodes"], llama["fit"]["gpus"]) == (14.96, 1, 1)
+    llama = next(p for p in json.loads(out.stdout) if p["name"] == "llama-3.1-8b-instruct")
+    assert (llama["weightsGiB"], llama["fit"]["nodes"], llama["fit"]["gpus"]) == (14.96, 1, 1)
     # the same workspace on a too-small GPU: the message carries the generated preset's numbers
     ws.write_text(json.dumps(_workspace(LLAMA_ID, sku="Standard_NC4as_T4_v3")))
     small = run_kaito("validate", str(ws), "--model-dir", str(LLAMA_DIR))
