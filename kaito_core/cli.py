@@ -70,6 +70,7 @@ def plugins() -> None:
         ("Presets", "preset", registry.presets()),
         ("Inference backends", "backend", registry.backends()),
         ("Node provisioners", "provisioner", registry.provisioners()),
+        ("Preset generators (org/model ids)", "generator", registry.preset_generators()),
     )
     for title, kind, items in sections:
         typer.echo(f"{title}:")

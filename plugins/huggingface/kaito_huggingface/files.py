@@ -155,7 +155,9 @@ def read_hub(repo_id: str, token: str | None, revision: str = "main") -> ModelFi
     files = [(s.rfilename, s.size or 0) for s in info.siblings or []]
     weight_bytes, mistral = select_weight_bytes(files)
     config = json.loads(Path(path).read_text(encoding="utf-8"))
-    card = info.card_data.to_dict() if info.card_data is not None else {}
+    card: dict[str, Any] = {}
+    if info.card_data is not None:
+        card = {key: info.card_data.get(key) for key in ("license_name", "license")}
     return ModelFiles(
         config=config,
         weight_bytes=weight_bytes,
