@@ -85,14 +85,14 @@ def resolve_preset(
 ) -> Preset:
     """The preset a Workspace's ``preset.name`` means.
 
-    1. a registered preset of that name;
+    1. a registered preset of that name (case-insensitive, as upstream);
     2. for a model id some generator handles: the model's own files when a local copy or cache
        was named (they are what the user asked to check), else an installed preset whose
        source repository is that id (the catalog), else generated from the hub when allowed;
        offline without files the generator explains how to provide them;
     3. otherwise ``not_installed`` is raised.
     """
-    found = presets.get(name)
+    found = presets.get(name) or presets.get(name.strip().lower())  # upstream lower-cases preset names
     if found is not None:
         return found
     generator = next((g for g in generators if g.handles(name)), None)

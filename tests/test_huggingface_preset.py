@@ -110,6 +110,7 @@ def test_offline_without_files_an_unknown_id_says_how_to_provide_them(registry: 
 def test_an_id_served_by_an_installed_family_uses_that_preset_offline(registry: Registry) -> None:
     assert registry.resolve_preset(LLAMA_ID) is LLAMA_3_1_8B_INSTRUCT
     assert registry.resolve_preset("meta-llama/llama-3.1-8b-instruct") is LLAMA_3_1_8B_INSTRUCT
+    assert registry.resolve_preset("Llama-3.1-8B-Instruct") is LLAMA_3_1_8B_INSTRUCT  # upstream lower-cases names
 
 
 def test_without_the_plugin_an_id_names_the_package_to_install() -> None:
