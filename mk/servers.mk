@@ -81,3 +81,6 @@ run: venv servers-llamacpp ## Serve Gemma 3 270M (llama.cpp, CPU) on http://127.
 
 bench-serving: venv servers-llamacpp ## Serving benchmark (bench/serving): results to docs/benchmarks.md
 	$(PY) bench/serving/run.py --transformers-gemma --write-docs docs/benchmarks.md
+
+bench-tuning: venv servers-lora-converter ## Tuning benchmark (bench/tuning): runner vs plain transformers+peft on Gemma 3 270M, to docs/benchmarks.md
+	$(PY) bench/tuning/run.py --gguf-check --write-docs docs/benchmarks.md

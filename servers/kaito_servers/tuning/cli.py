@@ -33,6 +33,8 @@ environment (a flag wins over its variable; upstream names in parentheses are fa
   KAITO_TUNING_PRESET                      preset name (checked: it must support the method)
   KAITO_TUNING_MODEL_DIR                   base model folder       [ModelConfig.pretrained_model_name_or_path, /workspace/weights]
   KAITO_TUNING_DATA_DIR (DATASET_FOLDER_PATH)  input data          [/mnt/data]
+  KAITO_TUNING_DATA_URLS (DATA_URLS)       space-separated URLs downloaded into the data dir first
+  KAITO_TUNING_ALLOW_HOSTS                 hosts exempt from the SSRF address rules (tests only)
   KAITO_TUNING_OUTPUT_DIR                  adapter + checkpoints   [TrainingArguments.output_dir, /mnt/results]
   KAITO_TUNING_METRICS_PORT / _HOST        Prometheus /metrics     [off / 0.0.0.0]
   KAITO_TUNING_METRICS_FILE                Prometheus textfile     [off]
@@ -80,6 +82,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default=_env("KAITO_TUNING_MODEL_DIR"), metavar="DIR", help="base model folder (transformers format)")
     p.add_argument("--data-dir", default=_env("KAITO_TUNING_DATA_DIR", "DATASET_FOLDER_PATH") or DEFAULT_DATA_DIR, metavar="DIR",
                    help="input data folder (parquet, jsonl, json or csv)")
+    p.add_argument("--data-url", action="append", default=(_env("KAITO_TUNING_DATA_URLS", "DATA_URLS") or "").split() or None,
+                   metavar="URL", help="download this file into --data-dir first (repeatable; SSRF-guarded, retried, "
+                   "size-limited; hosts in KAITO_TUNING_ALLOW_HOSTS are exempt from the address rules)")
     p.add_argument("--output-dir", default=_env("KAITO_TUNING_OUTPUT_DIR"), metavar="DIR", help="where the adapter and checkpoints go")
     p.add_argument("--metrics-port", type=int, default=int(_env("KAITO_TUNING_METRICS_PORT") or -1), metavar="N",
                    help="serve Prometheus metrics on this port (0 picks a free one; -1 off)")
@@ -129,7 +134,7 @@ def run(ns: argparse.Namespace) -> int:
         return 2
 
 
-def _resolve(ns: argparse.Namespace) -> tuple[Any, str, Any, Any]:
+def _resolve(ns: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     from kaito_servers.tuning import config as cfg
     from kaito_servers.tuning.training import RunPaths
 
@@ -141,7 +146,7 @@ def _resolve(ns: argparse.Namespace) -> tuple[Any, str, Any, Any]:
         path = cfg.default_config_path(ns.method or "lora")
         log.info("no training config mounted: using the shipped default", extra={"config": str(path)})
     config = cfg.load_training_config(path)
-    method = ns.method or ("qlora" if config.QuantizationConfig.quantized else "lora")
+    method: cfg.TuningMethod = ns.method or ("qlora" if config.QuantizationConfig.quantized else "lora")
     preset = None
     if ns.preset:
         from kaito_core.plugins import Registry
@@ -168,6 +173,11 @@ def _check_data(config: Any, paths: Any) -> int:
 
 def _run(ns: argparse.Namespace) -> int:
     config, method, preset, paths = _resolve(ns)
+    if ns.data_url:
+        from kaito_servers.tuning.fetch import allowed_hosts_from_env, fetch_url
+
+        for url in ns.data_url:
+            fetch_url(url, paths.data_dir, allow_hosts=allowed_hosts_from_env())
     if ns.check_only:
         rows = _check_data(config, paths)
         log.info("config and data are valid", extra={"method": method, "rows": rows, "data_dir": str(paths.data_dir)})
@@ -191,7 +201,8 @@ def _run(ns: argparse.Namespace) -> int:
             f"Fine-Tuning completed: method {method}, step {result.global_step}, loss {result.train_loss}\n", encoding="utf-8")
         metrics.set_phase("done")
         log.info("tuning done", extra={"method": method, "step": result.global_step, "resumed_from": result.resumed_from,
-                                       "train_loss": result.train_loss, "seconds": round(result.train_seconds, 2),
+                                       "train_loss": result.train_loss, "seconds": round(result.train_seconds, 3),
+                                       "input_tokens": result.input_tokens,
                                        "output_dir": str(paths.output_dir)})
         return 0
     except Exception as exc:

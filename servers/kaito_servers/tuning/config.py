@@ -136,7 +136,7 @@ class LoraSection(_Open):
 
     r: int = Field(default=8, gt=0)
     """LoRA rank."""
-    lora_alpha: float = Field(default=8, gt=0)
+    lora_alpha: int = Field(default=8, gt=0)
     """LoRA scaling numerator (scale = lora_alpha / r)."""
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     """Dropout on the LoRA input."""

@@ -89,7 +89,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}. Fix: write one JSON "
                                "object per line (JSON Lines) or a valid JSON array of objects") from None
-        rows = data
+        rows = list(data) if isinstance(data, list) else [data]
     else:
         rows = []
         for number, line in enumerate(text.splitlines()):
@@ -121,12 +121,12 @@ def read_rows(path: Path, config: DatasetConfig) -> tuple[list[str], list[dict[s
                            "use the link to the raw file")
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
             table = pq.read_table(path)
             columns, rows = list(table.column_names), table.to_pylist()
         elif fmt == "csv":
-            import pyarrow.csv as pcsv
+            import pyarrow.csv as pcsv  # type: ignore[import-untyped]
 
             table = pcsv.read_csv(path)
             columns, rows = list(table.column_names), table.to_pylist()

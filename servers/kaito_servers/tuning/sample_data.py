@@ -40,8 +40,8 @@ def dolly_rows(n: int = 200, *, seed: int = 0, system: bool = True) -> list[dict
 
 def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
     """Write rows as a parquet file (pyarrow infers the nested ``messages`` type)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)

@@ -57,6 +57,8 @@ class TrainingResult:
     train_loss: float | None
     examples: int
     train_seconds: float
+    input_tokens: int
+    """Input tokens trained on by this process (padding excluded)."""
 
 
 def torch_dtype(name: str | None, *, cuda: bool) -> Any:
@@ -84,6 +86,12 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
         elif suffix.isdigit():
             log.warning("ignoring incomplete checkpoint %s", path.name, extra={"checkpoint": str(path)})
     return max(found)[1] if found else None
+
+
+def _checkpoint_tokens(path: Path) -> int:
+    import json
+
+    return int(json.loads((path / "trainer_state.json").read_text(encoding="utf-8")).get("num_input_tokens_seen") or 0)
 
 
 def _checkpoint_complete(path: Path, step: int) -> bool:
@@ -160,14 +168,14 @@ def load_model_and_tokenizer(config: TrainingConfig, model_dir: Path, method: Tu
         fields = q.model_dump(exclude={"quant_method"}, exclude_none=True)
         compute = torch_dtype(q.bnb_4bit_compute_dtype, cuda=cuda)
         fields["bnb_4bit_compute_dtype"] = compute if compute != "auto" else None
-        kwargs["quantization_config"] = BitsAndBytesConfig(**fields)
+        kwargs["quantization_config"] = BitsAndBytesConfig(**fields)  # type: ignore[no-untyped-call]
     model = AutoModelForCausalLM.from_pretrained(model_dir, **common, **kwargs)
     model.config.use_cache = False
     if q.quantized:
         from peft import prepare_model_for_kbit_training
 
         gc = bool(config.TrainingArguments.extras().get("gradient_checkpointing", False))
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc)  # type: ignore[no-untyped-call]
     four_bit = sum(1 for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt"))
     log.info("base model loaded", extra={"model": str(model_dir), "method": method, "dtype": str(model.dtype),
                                          "quantized_layers": four_bit})
@@ -216,7 +224,7 @@ def _default_targets(lora: Any, model: Any) -> None:
 def _progress_callback(metrics: TuningMetrics) -> Any:
     from transformers import TrainerCallback
 
-    class ProgressCallback(TrainerCallback):  # type: ignore[misc]
+    class ProgressCallback(TrainerCallback):
         """Logs and publishes step, loss, tokens/s and ETA."""
 
         def __init__(self) -> None:
@@ -281,6 +289,7 @@ def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics
     if checkpoint is not None:
         log.info("resuming from %s (step %d)", checkpoint.name, resumed_from, extra={"checkpoint": str(checkpoint)})
     metrics.resumed_from.set(resumed_from)
+    tokens_before = _checkpoint_tokens(checkpoint) if checkpoint else 0
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.monotonic() - started
@@ -293,4 +302,4 @@ def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics
                                      "step": trainer.state.global_step})
     return TrainingResult(paths.output_dir, int(trainer.state.global_step), resumed_from,
                           float(output.training_loss) if output.training_loss is not None else None,
-                          len(train_set), seconds)
+                          len(train_set), seconds, int(trainer.state.num_input_tokens_seen or 0) - tokens_before)
