@@ -78,7 +78,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["lora", "qlora"], default=_env("KAITO_TUNING_METHOD"),
                    help="tuning method; checked against QuantizationConfig (qlora needs load_in_4bit/8bit)")
     p.add_argument("--preset", default=_env("KAITO_TUNING_PRESET"), help="the Workspace's preset: must support the method; "
-                   "supplies default LoRA target modules")
+                   "supplies default LoRA target modules and a chat template for tokenizers without one")
     p.add_argument("--model-dir", default=_env("KAITO_TUNING_MODEL_DIR"), metavar="DIR", help="base model folder (transformers format)")
     p.add_argument("--data-dir", default=_env("KAITO_TUNING_DATA_DIR", "DATASET_FOLDER_PATH") or DEFAULT_DATA_DIR, metavar="DIR",
                    help="input data folder (parquet, jsonl, json or csv)")
@@ -194,7 +194,7 @@ def _run(ns: argparse.Namespace) -> int:
         log.info("metrics on http://%s:%d/metrics", ns.metrics_host, port, extra={"metrics_port": port})
     try:
         result = train(config, method, paths, metrics, default_target_modules=_default_targets(preset),
-                       keep_checkpoints=ns.keep_checkpoints)
+                       default_chat_template=getattr(preset, "chat_template", None), keep_checkpoints=ns.keep_checkpoints)
         if converter is not None:
             convert_lora_to_gguf(paths.output_dir, paths.model_dir, paths.output_dir / GGUF_ADAPTER_NAME, converter=converter)
         (paths.output_dir / COMPLETION_MARKER).write_text(
@@ -203,6 +203,7 @@ def _run(ns: argparse.Namespace) -> int:
         log.info("tuning done", extra={"method": method, "step": result.global_step, "resumed_from": result.resumed_from,
                                        "train_loss": result.train_loss, "seconds": round(result.train_seconds, 3),
                                        "input_tokens": result.input_tokens,
+                                       "cpu_seconds": round(result.cpu_seconds, 3),
                                        "output_dir": str(paths.output_dir)})
         return 0
     except Exception as exc:

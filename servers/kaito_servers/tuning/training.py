@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kaito_core.errors import FieldError
+
 from kaito_servers.tuning import data as data_mod
 from kaito_servers.tuning.config import (
     TrainingConfig,
@@ -59,6 +61,8 @@ class TrainingResult:
     train_seconds: float
     input_tokens: int
     """Input tokens trained on by this process (padding excluded)."""
+    cpu_seconds: float
+    """CPU time of all threads of this process inside ``trainer.train()``."""
 
 
 def torch_dtype(name: str | None, *, cuda: bool) -> Any:
@@ -153,9 +157,9 @@ def load_model_and_tokenizer(config: TrainingConfig, model_dir: Path, method: Tu
     mc = config.ModelConfig
     common = {"local_files_only": mc.local_files_only, "trust_remote_code": mc.trust_remote_code}
     if not (model_dir / "config.json").is_file():
-        raise TrainingConfigError([data_mod_field("ModelConfig.pretrained_model_name_or_path",
-                                                  f"{model_dir} is not a transformers model folder (no config.json)",
-                                                  "mount the preset's weights there or pass --model-dir")])
+        raise TrainingConfigError([FieldError("ModelConfig.pretrained_model_name_or_path",
+                                              f"{model_dir} is not a transformers model folder (no config.json)",
+                                              "mount the preset's weights there or pass --model-dir")])
     tokenizer = AutoTokenizer.from_pretrained(model_dir, **common)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -182,22 +186,20 @@ def load_model_and_tokenizer(config: TrainingConfig, model_dir: Path, method: Tu
     return model, tokenizer
 
 
-def data_mod_field(path: str, message: str, fix: str) -> Any:
-    """A FieldError (kept here so training errors read like config errors)."""
-    from kaito_core.errors import FieldError
+def prepare_examples(config: TrainingConfig, data_dir: Path, tokenizer: Any, *, default_chat_template: str | None = None
+                     ) -> tuple[list[dict[str, list[int]]], list[dict[str, list[int]]]]:
+    """Read, check, render and tokenize the data; returns (train, eval) features.
 
-    return FieldError(path, message, fix)
-
-
-def prepare_examples(config: TrainingConfig, data_dir: Path, tokenizer: Any) -> tuple[list[dict[str, list[int]]], list[dict[str, list[int]]]]:
-    """Read, check, render and tokenize the data; returns (train, eval) features."""
+    The chat template is ModelConfig.chat_template, else the tokenizer's, else
+    ``default_chat_template`` (the preset's, for base models whose tokenizer has none).
+    """
     ds = config.DatasetConfig
     path = data_mod.find_dataset(data_dir, ds)
     columns, rows = data_mod.read_rows(path, ds)
     fmt = data_mod.choose_format(columns, ds, config.TrainingArguments, source=str(path))
     examples = data_mod.row_examples(rows, fmt, source=str(path))
     train, evaluation = data_mod.split(examples, ds)
-    template = None
+    template = None if getattr(tokenizer, "chat_template", None) else default_chat_template
     if config.ModelConfig.chat_template:
         from kaito_servers.chat_template import load_template_text
 
@@ -252,7 +254,8 @@ def _progress_callback(metrics: TuningMetrics) -> Any:
 
 
 def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics: TuningMetrics, *,
-          default_target_modules: Sequence[str] = (), keep_checkpoints: bool = False) -> TrainingResult:
+          default_target_modules: Sequence[str] = (), default_chat_template: str | None = None,
+          keep_checkpoints: bool = False) -> TrainingResult:
     """Train a LoRA adapter and save it (adapter files + completion marker) in ``paths.output_dir``.
 
     A ``checkpoint-N`` left in the output directory by an earlier, interrupted run is resumed
@@ -272,7 +275,7 @@ def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics
     lora = build_lora_config(config, default_target_modules)
     args = build_training_arguments(config, paths.output_dir, cuda=cuda)
     model, tokenizer = load_model_and_tokenizer(config, paths.model_dir, method, cuda=cuda)
-    train_set, eval_set = prepare_examples(config, paths.data_dir, tokenizer)
+    train_set, eval_set = prepare_examples(config, paths.data_dir, tokenizer, default_chat_template=default_chat_template)
     _default_targets(lora, model)
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
@@ -290,9 +293,9 @@ def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics
         log.info("resuming from %s (step %d)", checkpoint.name, resumed_from, extra={"checkpoint": str(checkpoint)})
     metrics.resumed_from.set(resumed_from)
     tokens_before = _checkpoint_tokens(checkpoint) if checkpoint else 0
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.monotonic() - started
+    seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     metrics.set_phase("saving")
     model.save_pretrained(str(paths.output_dir), safe_serialization=True)
     if not keep_checkpoints:
@@ -302,4 +305,5 @@ def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics
                                      "step": trainer.state.global_step})
     return TrainingResult(paths.output_dir, int(trainer.state.global_step), resumed_from,
                           float(output.training_loss) if output.training_loss is not None else None,
-                          len(train_set), seconds, int(trainer.state.num_input_tokens_seen or 0) - tokens_before)
+                          len(train_set), seconds, int(trainer.state.num_input_tokens_seen or 0) - tokens_before,
+                          cpu_seconds)
