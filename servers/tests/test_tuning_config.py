@@ -151,3 +151,13 @@ def test_cli_help_and_check_only_refusals(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "QuantizationConfig.load_in_4bit: method qlora needs a quantized base model" in result.stderr
     assert "QuantizationConfig.load_in_4bit" in term.read_text()
+
+
+def test_config_data_and_fetch_import_no_ml_library() -> None:
+    """The operator (no torch in its image) can check configs and data with these modules."""
+    code = ("import sys, kaito_servers.tuning.config, kaito_servers.tuning.data, kaito_servers.tuning.fetch, "
+            "kaito_servers.tuning.cli, kaito_servers.tuning.metrics\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft', 'bitsandbytes')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -256,7 +256,7 @@ def _progress_callback(metrics: TuningMetrics) -> Any:
 def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics: TuningMetrics, *,
           default_target_modules: Sequence[str] = (), default_chat_template: str | None = None,
           keep_checkpoints: bool = False) -> TrainingResult:
-    """Train a LoRA adapter and save it (adapter files + completion marker) in ``paths.output_dir``.
+    """Train a LoRA adapter and save its files in ``paths.output_dir`` (the caller writes the completion marker).
 
     A ``checkpoint-N`` left in the output directory by an earlier, interrupted run is resumed
     (model, optimizer, scheduler, RNG and data position). After success the checkpoints are
