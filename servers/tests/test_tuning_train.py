@@ -113,6 +113,8 @@ def test_lora_run_writes_the_adapter_progress_and_metrics(lora_run: tuple[Path, 
     assert [r["step"] for r in records if r["message"] == "checkpoint saved"] == [5, 10, 12]
     done = _done(records)
     assert done["step"] == 12 and done["resumed_from"] == 0
+    # Phi-3 is not in peft's target table and no preset was named: every linear layer but the head.
+    assert next(r for r in records if r["message"] == "LoRA attached")["targets_from"] == "all linear layers"
     text = metrics.read_text()
     for line in ("kaito_tuning_step 12.0", "kaito_tuning_max_steps 12.0", 'kaito_tuning_phase{phase="done"} 1.0',
                  'kaito_tuning_info{method="lora"} 1.0', "kaito_tuning_checkpoints_total 3.0"):
@@ -169,10 +171,15 @@ def test_trained_adapter_changes_the_answer_between_strength_0_and_1(
 def test_qlora_trains_4bit_layers_on_cpu(tmp_path: Path, tiny_phi3: Path, data_dir: Path) -> None:
     quant = "{load_in_4bit: true, bnb_4bit_quant_type: nf4, bnb_4bit_compute_dtype: bfloat16, bnb_4bit_use_double_quant: true}"
     code, records, stderr = _run(_command(_config(tmp_path, steps=3, quant=quant), tiny_phi3, data_dir, tmp_path / "out",
-                                          "--method", "qlora"))
+                                          "--method", "qlora", "--preset", "phi-3-mini-4k-instruct",
+                                          "--metrics-port", "0", "--metrics-host", "127.0.0.1"))
     assert code == 0, stderr[-3000:]
     loaded = next(r for r in records if r["message"] == "base model loaded")
     assert loaded["method"] == "qlora" and loaded["quantized_layers"] > 0  # bitsandbytes Linear4bit layers
+    attached = next(r for r in records if r["message"] == "LoRA attached")
+    assert attached["targets_from"] == "preset / DEFAULT_TARGET_MODULES"
+    assert attached["target_modules"] == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
+    assert any(r.get("metrics_port", 0) > 0 for r in records)
     assert _done(records)["step"] == 3
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
 

@@ -213,14 +213,16 @@ def prepare_examples(config: TrainingConfig, data_dir: Path, tokenizer: Any, *, 
     return features[0], features[1]
 
 
-def _default_targets(lora: Any, model: Any) -> None:
+def _default_targets(lora: Any, model: Any) -> bool:
     """Without target modules from the config, the preset or the environment, use peft's for the
-    architecture, else every linear layer but the output head (peft's ``all-linear``)."""
+    architecture, else every linear layer but the output head (peft's ``all-linear``; returns True then)."""
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as KNOWN
 
     if lora.target_modules is None and model.config.model_type not in KNOWN:
         log.info("no LoRA target modules known for %s: adapting all linear layers", model.config.model_type)
         lora.target_modules = "all-linear"
+        return True
+    return False
 
 
 def _progress_callback(metrics: TuningMetrics) -> Any:
@@ -276,10 +278,12 @@ def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics
     args = build_training_arguments(config, paths.output_dir, cuda=cuda)
     model, tokenizer = load_model_and_tokenizer(config, paths.model_dir, method, cuda=cuda)
     train_set, eval_set = prepare_examples(config, paths.data_dir, tokenizer, default_chat_template=default_chat_template)
-    _default_targets(lora, model)
+    source = ("LoraConfig.target_modules" if config.LoraConfig.target_modules
+              else "preset / DEFAULT_TARGET_MODULES" if default_target_modules
+              else "all linear layers" if _default_targets(lora, model) else "peft's default for the architecture")
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA attached", extra={"trainable_params": trainable, "all_params": total,
+    log.info("LoRA attached", extra={"trainable_params": trainable, "all_params": total, "targets_from": source,
                                      "target_modules": sorted(model.peft_config["default"].target_modules or [])})
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False, pad_to_multiple_of=config.DataCollator.pad_to_multiple_of)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
