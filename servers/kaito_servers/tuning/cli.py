@@ -182,7 +182,7 @@ def _run(ns: argparse.Namespace) -> int:
         rows = _check_data(config, paths)
         log.info("config and data are valid", extra={"method": method, "rows": rows, "data_dir": str(paths.data_dir)})
         return 0
-    from kaito_servers.tuning.export import GGUF_ADAPTER_NAME, convert_lora_to_gguf, converter_dir
+    from kaito_servers.tuning.export import GGUF_ADAPTER_NAME, ExportError, convert_lora_to_gguf, converter_dir
     from kaito_servers.tuning.metrics import TuningMetrics
     from kaito_servers.tuning.training import COMPLETION_MARKER, train
 
@@ -210,8 +210,8 @@ def _run(ns: argparse.Namespace) -> int:
         from kaito_core.errors import KaitoError
 
         metrics.set_phase("failed")
-        if isinstance(exc, KaitoError):
-            raise
+        if isinstance(exc, KaitoError) and not isinstance(exc, ExportError):
+            raise  # bad config or data found late: exit 2 like the early checks
         log.exception("tuning failed")
         _termination_log(f"tuning failed: {type(exc).__name__}: {exc}")
         return 1

@@ -94,7 +94,10 @@ class ModelSection(_Closed):
     state_dict: dict[str, Any] | None = None
     """Kept for upstream compatibility; must stay empty."""
 
-    _check_dtype = field_validator("torch_dtype")(classmethod(lambda cls, v: _dtype(v)))
+    @field_validator("torch_dtype")
+    @classmethod
+    def _check_dtype(cls, value: str | None) -> str | None:
+        return _dtype(value)
 
 
 class QuantizationSection(_Closed):
@@ -123,7 +126,10 @@ class QuantizationSection(_Closed):
     bnb_4bit_quant_storage: str | None = None
     """Storage dtype of the packed 4-bit weights."""
 
-    _check_dtype = field_validator("bnb_4bit_compute_dtype")(classmethod(lambda cls, v: _dtype(v)))
+    @field_validator("bnb_4bit_compute_dtype")
+    @classmethod
+    def _check_dtype(cls, value: str) -> str | None:
+        return _dtype(value)
 
     @property
     def quantized(self) -> bool:
