@@ -14,6 +14,12 @@ LLAMA_WHEEL_DIR := $(CACHE_DIR)/wheels/$(LLAMA_CPP_VERSION)-portable
 LLAMA_WHEEL_STAMP := $(LLAMA_WHEEL_DIR)/.built
 LLAMA_INSTALL_STAMP := $(VENV)/.llamacpp-$(LLAMA_CPP_VERSION)-portable
 
+# llama.cpp's LoRA converter (convert_lora_to_gguf.py + its conversion/ and gguf-py/ packages) is
+# not on PyPI; the llama-cpp-python sdist vendors it. Extracted once (~1.5 MB of the 77 MB sdist).
+LLAMA_CONVERT_DIR := $(CACHE_DIR)/llama.cpp-convert/$(LLAMA_CPP_VERSION)
+LLAMA_CONVERT_STAMP := $(LLAMA_CONVERT_DIR)/.complete
+export KAITO_LLAMA_CPP_CONVERT_DIR := $(LLAMA_CONVERT_DIR)
+
 TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' servers/constraints.txt)
 ML_WHEELHOUSE := $(CACHE_DIR)/wheels/torch-$(TORCH_VERSION)
 ML_WHEELHOUSE_STAMP := $(ML_WHEELHOUSE)/.complete
@@ -22,12 +28,12 @@ RUN_HOST ?= 127.0.0.1
 RUN_PORT ?= 8000
 RUN_PRESET ?= gemma-3-270m
 
-VENV_PACKAGES += -e 'servers[serve,transformers,test]' -e 'plugins/gemma3[weights]'
+VENV_PACKAGES += -e 'servers[serve,transformers,tuning,test]' -e 'plugins/gemma3[weights]'
 PIP_EXTRA_ARGS += --find-links $(ML_WHEELHOUSE) --constraint servers/constraints.txt
-TEST_DEPS += servers-llamacpp
+TEST_DEPS += servers-llamacpp servers-lora-converter
 PYTEST_PATHS += servers/tests plugins/gemma3/tests
 
-.PHONY: run servers-llamacpp servers-wheelhouse bench-serving
+.PHONY: run servers-llamacpp servers-wheelhouse servers-lora-converter bench-serving bench-tuning
 
 # Fill the torch wheelhouse before the virtualenv is created (a prerequisite of `venv` that is
 # read before the Makefile's own, so make builds it first). Without it pip just downloads.
@@ -55,6 +61,17 @@ $(LLAMA_INSTALL_STAMP): $(LLAMA_WHEEL_STAMP) | venv
 	  'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)'
 	touch $@
 
+$(LLAMA_CONVERT_STAMP):
+	@echo "==> extracting llama.cpp's convert_lora_to_gguf.py from the llama-cpp-python $(LLAMA_CPP_VERSION) sdist into $(LLAMA_CONVERT_DIR)"
+	rm -rf $(LLAMA_CONVERT_DIR).tmp && mkdir -p $(LLAMA_CONVERT_DIR).tmp
+	$(PYTHON) -m pip download -q --no-deps --no-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(LLAMA_CONVERT_DIR).tmp
+	tar -xzf $(LLAMA_CONVERT_DIR).tmp/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_CONVERT_DIR).tmp --strip-components=3 \
+	  $(addprefix llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/,convert_lora_to_gguf.py convert_hf_to_gguf.py conversion gguf-py LICENSE)
+	rm -f $(LLAMA_CONVERT_DIR).tmp/*.tar.gz && rm -rf $(LLAMA_CONVERT_DIR) && mv $(LLAMA_CONVERT_DIR).tmp $(LLAMA_CONVERT_DIR)
+	touch $@
+
+servers-lora-converter: $(LLAMA_CONVERT_STAMP) ## Extract llama.cpp's LoRA->GGUF converter (for `tune --gguf`) once into the cache
+
 servers-llamacpp: venv $(LLAMA_INSTALL_STAMP) ## Install llama-cpp-python from the cached portable wheel (build it once)
 
 run: venv servers-llamacpp ## Serve Gemma 3 270M (llama.cpp, CPU) on http://127.0.0.1:8000 (RUN_PORT=...)
@@ -64,3 +81,6 @@ run: venv servers-llamacpp ## Serve Gemma 3 270M (llama.cpp, CPU) on http://127.
 
 bench-serving: venv servers-llamacpp ## Serving benchmark (bench/serving): results to docs/benchmarks.md
 	$(PY) bench/serving/run.py --transformers-gemma --write-docs docs/benchmarks.md
+
+bench-tuning: venv servers-lora-converter ## Tuning benchmark (bench/tuning): runner vs plain transformers+peft on Gemma 3 270M, to docs/benchmarks.md
+	$(PY) bench/tuning/run.py --gguf-check --write-docs docs/benchmarks.md

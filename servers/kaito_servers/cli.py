@@ -1,4 +1,5 @@
-"""Command line: ``python -m kaito_servers serve ...`` (also installed as ``kaito-serve``).
+"""Command line: ``python -m kaito_servers serve ...`` (also installed as ``kaito-serve``) and
+``python -m kaito_servers tune ...`` (the tuning runner, :mod:`kaito_servers.tuning.cli`).
 
 Every option is a field of :class:`~kaito_servers.settings.ServerSettings`; its help text is the
 field's docstring and each can also be set as ``KAITO_<NAME>`` in the environment.
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, generated from the settings model."""
     from kaito_servers.settings import ServerSettings
 
-    parser = argparse.ArgumentParser(prog="python -m kaito_servers", description="KAITO inference server")
+    from kaito_servers.tuning.cli import add_parser as add_tune_parser
+
+    parser = argparse.ArgumentParser(prog="python -m kaito_servers", description="KAITO inference server and tuning runner")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",
@@ -73,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["type"] = kind if kind in (int, float) else str
             kwargs["metavar"] = {int: "N", float: "X"}.get(kind, name.split("_")[-1].upper())
         serve.add_argument(flag, **kwargs)
+    add_tune_parser(sub)
     return parser
 
 
@@ -119,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import ValidationError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "tune":
+        from kaito_servers.tuning.cli import run as run_tune
+
+        return run_tune(build_parser().parse_args(args))
     if args and args[0] not in ("serve", "-h", "--help"):
         args.insert(0, "serve")  # `kaito-serve --model ...` means `serve`
     if not args:
