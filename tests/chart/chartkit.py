@@ -54,7 +54,7 @@ def run_helm(helm: Path, *args: str, values: dict[str, Any] | None = None, tmp: 
 
 def template(helm: Path, values: dict[str, Any], tmp: Path) -> str:
     """``helm template`` of the chart with these values (release kaito in kaito-system)."""
-    return run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, "--include-crds", values=values, tmp=tmp)
+    return run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, values=values, tmp=tmp)
 
 
 def documents(text: str) -> list[dict[str, Any]]:
