@@ -13,6 +13,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from typer.testing import CliRunner
 
 import kaito_core.chart.values as chart_values
 from chartkit import CHART, ROOT
@@ -21,6 +22,7 @@ from kaito_core.chart.environment import render_settings_template
 from kaito_core.chart.schema import values_schema
 from kaito_core.chart.values import CHART_DEFAULTS, CHART_MANAGED, settings_sections
 from kaito_core.chart.valuesfile import render_values_yaml
+from kaito_core.cli import app
 from kaito_core.operator.runtime import configure_kopf
 from kaito_core.operator.settings import OperatorSettings, RequeueSettings
 
@@ -110,3 +112,13 @@ def test_the_chart_setting_stops_the_operator_managing_the_webhook_configuration
     configure_kopf(settings, kopf_settings)
     assert kopf_settings.admission.managed == expected
     assert kopf_settings.admission.server is not None  # the webhook is still served
+
+
+def test_kaito_chart_writes_the_files_and_check_lists_stale_ones(tmp_path: Path) -> None:
+    runner = CliRunner()
+    stale = runner.invoke(app, ["chart", "--root", str(tmp_path), "--check"])
+    assert stale.exit_code == 1 and "stale: charts/kaito/values.schema.json" in stale.output
+    written = runner.invoke(app, ["chart", "--root", str(tmp_path)])
+    assert written.exit_code == 0 and "wrote docs/values-reference.md" in written.output
+    assert runner.invoke(app, ["chart", "--root", str(tmp_path), "--check"]).exit_code == 0
+    assert (tmp_path / "charts/kaito/values.yaml").read_text() == (CHART / "values.yaml").read_text()
