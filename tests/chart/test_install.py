@@ -129,6 +129,25 @@ def test_upgrade_keeps_the_certificate_and_rolls_the_new_setting(release: dict[s
     assert env["KAITO_CONCURRENCY__WORKERS"] == "7"
 
 
+def test_an_upgrade_near_expiry_renews_the_certificate_everywhere(release: dict[str, Any], local_cluster: Any, helm: Path, tmp_path: Path) -> None:
+    api, ns = local_cluster.api, release["namespace"]
+    secret_path = _path("Secret", f"{FULLNAME}-webhook-cert", ns)
+    old = api.get(secret_path)
+    checksum = api.get(_path("Deployment", FULLNAME, ns))["spec"]["template"]["metadata"]["annotations"]["checksum/webhook-cert"]
+    soon = int(old["metadata"]["annotations"]["kaito.sh/certificate-not-after"]) - 3650 * 86400 + 86400
+    # Jump the clock: the certificate now expires tomorrow. This write makes the test a second
+    # manager of the annotation, so helm's server-side apply has to take it back (--force-conflicts).
+    api.patch(secret_path, {"metadata": {"annotations": {"kaito.sh/certificate-not-after": str(soon)}}})
+    run_helm(helm, "upgrade", RELEASE, str(CHART), *release["args"], "--force-conflicts", values=VALUES, tmp=tmp_path, env=release["env"])
+    new = api.get(secret_path)
+    assert new["data"]["ca.crt"] != old["data"]["ca.crt"] and new["data"]["tls.crt"] != old["data"]["tls.crt"]
+    assert int(new["metadata"]["annotations"]["kaito.sh/certificate-not-after"]) > soon + 3000 * 86400
+    hook = api.get(_path("ValidatingWebhookConfiguration", "charttest.validation.kaito.sh", ns))["webhooks"][0]
+    assert hook["clientConfig"]["caBundle"] == new["data"]["ca.crt"]
+    rolled = api.get(_path("Deployment", FULLNAME, ns))["spec"]["template"]["metadata"]["annotations"]["checksum/webhook-cert"]
+    assert rolled != checksum  # the operator restarts with the new certificate
+
+
 def test_uninstall_leaves_no_cluster_scoped_object_but_the_crds(release: dict[str, Any], local_cluster: Any, helm: Path) -> None:
     api, ns = local_cluster.api, release["namespace"]
     cluster_scoped = [(d["kind"], d["metadata"]["name"]) for d in release["docs"] if d["kind"] in CLUSTER_SCOPED]
