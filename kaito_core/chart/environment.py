@@ -68,7 +68,7 @@ def value_expression(section: str, field: str, annotation: Any) -> str:
         return managed.template
     ref = f".Values.{to_camel(section)}.{to_camel(field)}"
     if section == IMAGES_SECTION and field == IMAGES_REGISTRY_FIELD:
-        return f"{{{{ .Values.global.imageRegistry | default {ref} | quote }}}}"
+        return f"{{{{ .Values.global.imageRegistry | default {ref} | trimSuffix \"/\" | quote }}}}"
     if section == IMAGES_SECTION and _kind(annotation) == "string":
         return f'{{{{ include "kaito.image" (dict "ref" {ref} "root" $) | quote }}}}'
     kind = _kind(annotation)

@@ -188,3 +188,20 @@ def test_the_default_tuning_configmaps_carry_upstreams_training_configs(renders:
 def test_notes_tell_the_next_step(helm: Path, tmp_path: Path) -> None:
     out = run_helm(helm, "install", "kaito", str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
     assert "rollout status deployment/kaito" in out and "kubectl apply -f examples/inference/" in out
+
+
+@pytest.mark.parametrize(
+    ("reference", "moved"),
+    [
+        ("mcr.microsoft.com/aks/skopeo:1.14.4-6", "mirror.example.com/kaito/aks/skopeo:1.14.4-6"),
+        ("localhost:5000/tools/skopeo:1", "mirror.example.com/kaito/tools/skopeo:1"),
+        ("quay.io/skopeo/stable@sha256:" + "a" * 64, "mirror.example.com/kaito/skopeo/stable@sha256:" + "a" * 64),
+        ("curlimages/curl:8.10.1", "mirror.example.com/kaito/curlimages/curl:8.10.1"),
+        ("skopeo:1.14", "skopeo:1.14"),  # relative to images.registry, which the value replaces
+    ],
+)
+def test_the_registry_value_replaces_only_the_registry_part(helm: Path, tmp_path: Path, reference: str, moved: str) -> None:
+    values = {"global": {"imageRegistry": "mirror.example.com/kaito/"}, "images": {"adapterPuller": reference}}
+    env = operator_env(documents(template(helm, values, tmp_path)))
+    assert env["KAITO_IMAGES__ADAPTER_PULLER"] == moved
+    assert env["KAITO_IMAGES__REGISTRY"] == "mirror.example.com/kaito"  # no double slash before the name

@@ -40,7 +40,7 @@ The operator's KAITO_* environment, one variable per settings field.
 - name: KAITO_REQUEUE__DELETE_S
   value: {{ .Values.requeue.deleteS | toString | quote }}
 - name: KAITO_IMAGES__REGISTRY
-  value: {{ .Values.global.imageRegistry | default .Values.images.registry | quote }}
+  value: {{ .Values.global.imageRegistry | default .Values.images.registry | trimSuffix "/" | quote }}
 - name: KAITO_IMAGES__BASE
   value: {{ include "kaito.image" (dict "ref" .Values.images.base "root" $) | quote }}
 - name: KAITO_IMAGES__ADAPTER_PULLER
