@@ -51,6 +51,9 @@ BAD_VALUES = [
     ("timeout-over-30", {"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
     ("aks-without-identity", {"nodeProvisioner": {"name": "azure-agentpool"}}, "set azure.workloadIdentity.clientId"),
     ("metrics-off", {"metrics": {"port": 0}}, "metrics.port=0 disables /metrics"),
+    # The operator cannot run without its webhook yet (kopf refuses admission handlers without a
+    # server); when it can, drop this check in _helpers.tpl: the templates already handle it.
+    ("webhook-off", {"webhook": {"enabled": False}}, "webhook.enabled=false is not supported yet"),
 ]
 
 
@@ -205,14 +208,3 @@ def test_the_registry_value_replaces_only_the_registry_part(helm: Path, tmp_path
     env = operator_env(documents(template(helm, values, tmp_path)))
     assert env["KAITO_IMAGES__ADAPTER_PULLER"] == moved
     assert env["KAITO_IMAGES__REGISTRY"] == "mirror.example.com/kaito"  # no double slash before the name
-
-
-def test_without_the_webhook_there_is_no_certificate_service_or_configuration(helm: Path, tmp_path: Path) -> None:
-    docs = documents(template(helm, {"webhook": {"enabled": False}}, tmp_path))
-    assert not {"Secret", "Service", "ValidatingWebhookConfiguration"} & {d["kind"] for d in docs}
-    pod = find(docs, "Deployment")["spec"]["template"]
-    container = pod["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
-    assert [p["name"] for p in container["ports"]] == ["metrics"]
-    assert "checksum/webhook-cert" not in (pod["metadata"].get("annotations") or {})
-    assert operator_env(docs)["KAITO_WEBHOOK__ENABLED"] == "false"

@@ -75,6 +75,9 @@ left as it is. Call with (dict "ref" "<image>" "root" $).
 {{- if and (eq .Values.nodeProvisioner.name "azure-agentpool") (not .Values.azure.workloadIdentity.clientId) }}
 {{- fail "nodeProvisioner.name=azure-agentpool creates AKS agent pools through the Azure API and needs an identity: set azure.workloadIdentity.clientId to the client ID of a managed identity federated with the operator's ServiceAccount" }}
 {{- end }}
+{{- if not .Values.webhook.enabled }}
+{{- fail "webhook.enabled=false is not supported yet: the operator registers its admission handler whatever the setting and stops at start-up without a webhook server (kaito_core/operator/handlers.py); keep webhook.enabled=true" }}
+{{- end }}
 {{- if and .Values.webhook.enabled (not .Values.webhook.port) }}
 {{- fail "webhook.enabled=true needs webhook.port (the HTTPS port of the webhook server, e.g. 9443)" }}
 {{- end }}
