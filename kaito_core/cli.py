@@ -5,7 +5,8 @@ Commands (each with ``--help``):
 * ``kaito plugins``   what the installed plugins provide, and which distribution supplies it;
 * ``kaito presets``   the installed model presets and what they need;
 * ``kaito validate``  check Workspace YAML files offline, every problem at once;
-* ``kaito crd``       print (or write) the Workspace CRD generated from the API models.
+* ``kaito crd``       print (or write) the Workspace CRD generated from the API models;
+* ``kaito chart``     generate the Helm chart's values, schema and values reference.
 
 Other parts of the project add their commands here (``kaito serve``, ``kaito operator``); each
 imports its heavy dependencies inside the command function, so ``kaito --help`` and the
@@ -292,6 +293,29 @@ def crd(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def chart(
+    root: Annotated[Path, typer.Option(help="Repository root the generated paths are relative to")] = Path("."),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 listing the stale files")] = False,
+) -> None:
+    """Generate the Helm chart's values.yaml, values.schema.json and operator environment
+    template, and docs/values-reference.md, from the operator's settings model (make chart).
+
+    Run it after adding a field to OperatorSettings: the new value appears in all four.
+    """
+    from kaito_core.chart import stale_files, write_files
+
+    if check:
+        stale = stale_files(root)
+        for rel in stale:
+            typer.echo(f"stale: {rel} (run `kaito chart` or `make chart`)", err=True)
+        if stale:
+            raise typer.Exit(1)
+        return
+    for rel in write_files(root):
+        typer.echo(f"wrote {rel}", err=True)
 
 
 from kaito_core.operator.cli import operator as _operator  # noqa: E402  (the operator's own module)

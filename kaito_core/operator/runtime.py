@@ -197,7 +197,8 @@ def configure_kopf(settings: OperatorSettings, kopf_settings: kopf.OperatorSetti
             pkeyfile=str(certs.key),
             cafile=str(certs.ca),
         )
-        kopf_settings.admission.managed = settings.webhook.configuration_name
+        if settings.webhook.manage_configuration:
+            kopf_settings.admission.managed = settings.webhook.configuration_name
 
 
 async def run(

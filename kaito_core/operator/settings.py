@@ -57,6 +57,9 @@ class WebhookSettings(_Section):
     """Where the operator keeps its self-signed CA and serving certificate (created when absent)."""
     configuration_name: str = "validation.workspace.kaito.sh"
     """Name of the ValidatingWebhookConfiguration the operator manages."""
+    manage_configuration: bool = True
+    """Create that configuration and keep its URL and CA bundle current (local runs). The Helm
+    chart sets false: it creates the configuration with a Service reference and the certificates."""
 
 
 class MetricsSettings(_Section):
