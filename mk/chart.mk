@@ -16,8 +16,9 @@ HELM = $$($(PY) -m kaito_localcluster.helm)
 helm: venv ## Build (once, cached under ~/.cache/kaito) the helm v4 CLI from Go modules
 	@$(PY) -m kaito_localcluster.helm >/dev/null
 
-chart: venv ## Regenerate the chart's values.yaml, values.schema.json, env template and docs/values-reference.md
+chart: venv ## Regenerate the chart's values.yaml, values.schema.json, env template, docs/values-reference.md; copy the tuning defaults
 	$(VENV)/bin/kaito chart
+	cp servers/kaito_servers/tuning/configs/lora.yaml servers/kaito_servers/tuning/configs/qlora.yaml charts/kaito/files/tuning/
 
 install: venv helm ## helm upgrade --install the chart into the current KUBECONFIG (HELM_VALUES=-f my.yaml ...)
 	$(HELM) upgrade --install $(HELM_RELEASE) charts/kaito --namespace $(HELM_NAMESPACE) --create-namespace $(HELM_VALUES)

@@ -174,6 +174,15 @@ def test_the_webhook_points_at_the_service_with_the_ca_of_the_certificate_secret
     assert len(checksum) == 64
 
 
+def test_the_chart_ships_the_tuning_runners_own_default_configs() -> None:
+    """One home: the runner's defaults (servers/kaito_servers/tuning/configs) are the source; the
+    chart carries byte-identical copies (Helm cannot read outside the chart; `make chart` copies)."""
+    repo = CHART.parents[1]
+    for method in ("lora", "qlora"):
+        source = repo / "servers" / "kaito_servers" / "tuning" / "configs" / f"{method}.yaml"
+        assert (CHART / "files" / "tuning" / f"{method}.yaml").read_bytes() == source.read_bytes(), f"run `make chart` ({method}.yaml is stale)"
+
+
 def test_the_default_tuning_configmaps_carry_upstreams_training_configs(renders: dict[str, str]) -> None:
     docs = documents(renders["gpu-provisioner"])
     lora = yaml.safe_load(find(docs, "ConfigMap", "lora-params-template")["data"]["training_config.yaml"])["training_config"]
@@ -183,7 +192,16 @@ def test_the_default_tuning_configmaps_carry_upstreams_training_configs(renders:
     assert lora["QuantizationConfig"] == {"load_in_4bit": False}
     assert qlora["QuantizationConfig"] == {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_use_double_quant": True}
     assert lora["LoraConfig"] == {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}
-    assert lora["TrainingArguments"] == {"output_dir": "/mnt/results", "ddp_find_unused_parameters": False, "save_strategy": "no", "per_device_train_batch_size": 1}
+    # Upstream's settings, except checkpoints every 50 steps so a restarted tuning pod resumes.
+    assert lora["TrainingArguments"] == {
+        "output_dir": "/mnt/results",
+        "ddp_find_unused_parameters": False,
+        "save_strategy": "steps",
+        "save_steps": 50,
+        "save_total_limit": 2,
+        "per_device_train_batch_size": 1,
+    }
+    assert lora["DataCollator"] == {"mlm": False}
     assert lora["DatasetConfig"] == {"shuffle_dataset": True, "train_test_split": 1}
     assert {k: v for k, v in qlora.items() if k != "QuantizationConfig"} == {k: v for k, v in lora.items() if k != "QuantizationConfig"}
 
