@@ -13,7 +13,7 @@ from cryptography import x509
 from kaito_core.errors import NotReadyError, ProvisioningError, ValidationError, FieldError
 from kaito_core.operator.boundary import to_kopf
 from kaito_core.operator.certs import ensure_certificates
-from kaito_core.operator.runtime import Pokes, fingerprint
+from kaito_core.operator.pokes import Pokes, fingerprint
 from kaito_core.operator.settings import OperatorSettings
 
 

@@ -1,0 +1,55 @@
+"""The watch caches: reads from kopf's indexes, the operator's own writes laid over them until the
+watch catches up, and the Kube facade reading from memory once they are bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fakeapi import FakeApiServer
+
+from kaito_core.operator.cache import ALL, INDEX_IDS, ObjectCache
+from kaito_core.operator.kube import Kube
+
+
+def obj(kind: str, name: str, rv: int, namespace: str = "", **labels: str) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(rv), "labels": labels}}
+
+
+def test_reads_come_from_the_indexes_and_own_writes_show_until_the_watch_catches_up() -> None:
+    clock = [0.0]
+    claims: dict[object, list[dict[str, Any]]] = {ALL: [obj("NodeClaim", "a", 1, ws="x")]}
+    deployments: dict[object, list[dict[str, Any]]] = {}
+    cache = ObjectCache(clock=lambda: clock[0])
+    cache.bind({INDEX_IDS["NodeClaim"]: claims, INDEX_IDS["Deployment"]: deployments})
+    assert cache.serves("NodeClaim") and not cache.serves("Pod")
+    assert [c["metadata"]["name"] for c in cache.find("NodeClaim", match_labels={"ws": "x"})] == ["a"]
+    assert cache.find("NodeClaim", match_labels={"ws": "y"}) == []
+
+    cache.wrote("NodeClaim", obj("NodeClaim", "b", 5, ws="x"))  # created; no watch event yet
+    assert [c["metadata"]["name"] for c in cache.find("NodeClaim", match_labels={"ws": "x"})] == ["a", "b"]
+    claims[ALL].append(obj("NodeClaim", "b", 7, ws="x"))  # the watch delivers a newer version
+    assert [c["metadata"]["resourceVersion"] for c in cache.find("NodeClaim")] == ["1", "7"]
+
+    deployment = obj("Deployment", "ws", 3, "team")
+    deployments[("team", "ws")] = [deployment]
+    cache.wrote("Deployment", obj("Deployment", "ws", 4, "team"))
+    assert cache.get("Deployment", "team", "ws")["metadata"]["resourceVersion"] == "4"  # type: ignore[index]
+    clock[0] += 3600  # a write the watch never confirmed expires
+    assert cache.get("Deployment", "team", "ws")["metadata"]["resourceVersion"] == "3"  # type: ignore[index]
+
+    cache.deleted("Deployment", "team", "ws", {"kind": "Status"})  # gone at once: hidden until the watch says so
+    assert cache.get("Deployment", "team", "ws") is None
+    pending = obj("NodeClaim", "a", 9, ws="x")
+    pending["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    cache.deleted("NodeClaim", "", "a", pending)  # finalizers pending: still there, marked
+    assert cache.get("NodeClaim", "", "a")["metadata"]["deletionTimestamp"]  # type: ignore[index]
+
+
+def test_kube_reads_from_memory_once_bound() -> None:
+    api = FakeApiServer(obj("Node", "n1", 1, pool="a") | {"apiVersion": "v1"})
+    kube = Kube(None, send=api)
+    assert [n["metadata"]["name"] for n in kube.find("Node", {"pool": "a"})] == ["n1"]
+    assert len(api.calls) == 1
+    kube.cache.bind({INDEX_IDS["Node"]: {ALL: [obj("Node", "n1", 1, pool="a")]}})
+    assert [n["metadata"]["name"] for n in kube.find("Node", {"pool": "a"})] == ["n1"]
+    assert kube.get("Node", "", "n1") is not None and len(api.calls) == 1  # no request once bound
