@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from kaito_core.errors import KaitoError, ValidationError
+from kaito_core.errors import KaitoError, NotFoundError, ValidationError
 from kaito_core.sku import CLOUDS
 
 app = typer.Typer(
@@ -158,6 +158,10 @@ def validate(
     files: Annotated[list[str], typer.Argument(help="YAML files, directories or glob patterns (examples/**/*.yaml)")],
     cloud: Annotated[str, typer.Option(help=f"Instance-type catalogue to check against: {', '.join(CLOUDS)}")] = "azure",
     byo: Annotated[bool, typer.Option("--byo", help="Bring-your-own nodes: resource.instanceType must be empty")] = False,
+    provisioner: Annotated[
+        str | None,
+        typer.Option(help="Check as the operator with this node provisioner would (e.g. byo, gpu-provisioner); must be installed here"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems")] = False,
 ) -> None:
     """Check Workspace files offline, reporting every problem with its field path and a fix.
@@ -166,14 +170,25 @@ def validate(
     installed and not deprecated, adapters, tuning input and output, dataset URLs, label
     selector, ...) and that the model fits the instance type's GPU memory. Multi-document YAML
     is supported; documents of other kinds are skipped. Exit status 1 when anything is invalid.
+
+    The rules that depend on what is installed are the operator's own: with --provisioner the
+    bring-your-own rules follow that provisioner's capabilities, and when the chosen inference
+    backend is not installed here the output says that the operator needs it and will check
+    what depends on it at admission.
     """
-    from kaito_core.validation import ValidationContext, check_workspace
+    from kaito_core.validation import check_workspace, installed_context, operator_requirements
 
     if cloud not in CLOUDS:
         typer.echo(f"error: --cloud must be one of {', '.join(CLOUDS)}, not {cloud!r}", err=True)
         raise typer.Exit(2)
-    ctx = ValidationContext(node_auto_provisioning=not byo, cloud=cloud)
     registry = _registry()
+    try:
+        ctx = installed_context(registry, cloud=cloud, provisioner=provisioner)
+    except NotFoundError as exc:
+        typer.echo(f"error: --provisioner: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if byo:
+        ctx = ctx.model_copy(update={"node_auto_provisioning": False})
     failed = 0
     checked = 0
     try:
@@ -201,8 +216,11 @@ def validate(
                 failed += 1
                 typer.echo(f"{where}: {exc.render()}", err=True)
                 continue
+            needs = operator_requirements(ws, registry, ctx)
             if not quiet:
-                typer.echo(f"{where}: Workspace {ws.name!r} is valid")
+                typer.echo(f"{where}: Workspace {ws.name!r} is valid" + (" here" if needs else ""))
+            for need in needs:
+                typer.echo(f"{where}: note: {need}")
     if failed:
         typer.echo(f"{failed} invalid of {checked} Workspace document(s)", err=True)
         raise typer.Exit(1)

@@ -11,31 +11,20 @@ validation code and reports what it could not check on the user's machine
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from kaito_core import validation
 from kaito_core.api.workspace import Workspace
-from kaito_core.errors import NotFoundError
 from kaito_core.plugins import Registry
 
 
-def creates_nodes(registry: Registry, provisioner: str) -> bool:
-    """Whether the provisioner creates nodes (else validation runs in bring-your-own mode).
+def context(registry: Registry, *, cloud: str = "azure", provisioner: str = "gpu-provisioner") -> validation.ValidationContext:
+    """The validation context of this operator: its cloud, bring-your-own mode when its
+    provisioner creates no nodes (by capability), and the chosen backend must be installed.
 
     An uninstalled provisioner counts as creating nodes (the operator refuses to start without it)."""
-    try:
-        return registry.provisioner(provisioner).capabilities.creates_nodes
-    except NotFoundError:
-        return True
-
-
-def context(registry: Registry, *, cloud: str = "azure", provisioner: str = "gpu-provisioner") -> validation.ValidationContext:
-    """The validation context of this operator (cloud, node auto-provisioning or BYO, backend required)."""
-    return validation.ValidationContext(
-        cloud=cast(Any, cloud),
-        node_auto_provisioning=creates_nodes(registry, provisioner),
-        require_backend=True,
-    )
+    installed = provisioner if provisioner in registry.provisioners() else None
+    return validation.installed_context(registry, cloud=cloud, provisioner=installed, require_backend=True)
 
 
 def check(
