@@ -82,10 +82,10 @@ class Reconciler:
             if facts is not None:
                 self._write_status(obj, facts, old_status)
             raise
-        self._write_status(obj, desired.facts, old_status)
+        status = self._write_status(obj, desired.facts, old_status)
         if desired.wait is not None:
             raise NotReadyError(desired.wait.message, delay=desired.wait.delay_s, reason=desired.wait.reason)
-        return Outcome(ready=True, requeue_after=self.settings.requeue.resync_s)
+        return Outcome(ready=status.get("state") in ("Ready", "Succeeded"), requeue_after=self.settings.requeue.resync_s)
 
     def finalize(self, obj: dict[str, Any]) -> None:
         """Stop the inference pods, then delete what the provisioner created for the workspace.
@@ -171,7 +171,8 @@ class Reconciler:
 
     # -- status -----------------------------------------------------------------------------------
 
-    def _write_status(self, obj: dict[str, Any], facts: Facts, old_status: dict[str, Any]) -> None:
+    def _write_status(self, obj: dict[str, Any], facts: Facts, old_status: dict[str, Any]) -> dict[str, Any]:
+        """Write the status of ``facts`` when it differs from ``old_status``; returns it (wire form)."""
         new = build_status(facts, old_status).to_wire()
         if status_changed(old_status, new):
             meta = obj["metadata"]
@@ -179,3 +180,4 @@ class Reconciler:
             obj["status"] = new
         if self.metrics is not None:
             self.metrics.workspace_seen(obj, str(new["state"]))
+        return new
