@@ -16,7 +16,7 @@ status of a tuning Workspace today and will plan its Job.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from kaito_core import fit, sku
@@ -87,8 +87,6 @@ class Desired:
     """The tuning Job (filled by the tuning controller; None until then)."""
     wait: Wait | None = None
     """Set while the workspace is not ready: the reconciler requeues after ``wait.delay_s``."""
-    extras: dict[str, Any] = field(default_factory=dict)
-    """Room for later planners (e.g. tuning's ConfigMaps) without changing this type."""
 
 
 # -- nodes ---------------------------------------------------------------------------------------
