@@ -140,7 +140,10 @@ def desired_conditions(facts: Facts) -> list[Condition]:
     elif not resource_ok and not wl.exists:
         inference = _cond(CT.INFERENCE_READY, False, pending, "waiting for nodes before creating the inference workload", gen)
     else:
-        detail = f" ({wl.ready_replicas}/{wl.replicas} pods ready)" if wl.exists else ""
+        # Before the workload exists (the round that creates it) the count is of the planned pods, so
+        # the next round, which reads the new workload with no pod ready, writes nothing new.
+        wanted = wl.replicas if wl.exists else facts.target_nodes
+        detail = f" ({wl.ready_replicas}/{wanted} pods ready)" if wanted else ""
         inference = _cond(CT.INFERENCE_READY, False, pending, f"Inference workload is not ready{detail}", gen)
     conds += [resource, inference]
 

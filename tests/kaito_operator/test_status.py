@@ -113,3 +113,10 @@ def test_every_condition_the_operator_writes_is_in_the_crd_enum_and_every_column
     assert shown <= written, f"printer columns nothing writes: {shown - written}"
     states = set(version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["state"]["enum"])
     assert {"Pending", "Ready", "NotReady", "Failed", "Succeeded"} <= states
+
+
+def test_creating_the_workload_and_reading_it_back_unready_write_the_same_status() -> None:
+    creating = build_status(Facts(generation=1, target_nodes=1, provision=READY), None, now=T0)
+    read_back = build_status(Facts(generation=1, target_nodes=1, provision=READY, workload=WorkloadFacts(exists=True, replicas=1)), creating, now=T1)
+    assert "(0/1 pods ready)" in conds(creating)["InferenceReady"]["message"]
+    assert not status_changed(creating, read_back)
