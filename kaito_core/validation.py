@@ -334,14 +334,16 @@ class _Checker:
     def preset(self, name: str, path: str, mode: str) -> Preset | None:
         try:
             preset = self.registry.preset(name)
-        except NotFoundError as exc:
+        except NotFoundError:
             hint = next((dist for prefix, dist in PRESET_PROVIDER_HINTS if name.startswith(prefix)), None)
             fix = (
                 f"install the plugin package that provides it (pip install {hint}) where kaito runs, or choose an installed preset"
                 if hint
                 else "choose an installed preset (`kaito presets` lists them) or install the plugin package that provides it"
             )
-            self.add(path, f"Unsupported {mode} preset name {name}: {exc}", fix)
+            installed = ", ".join(self.registry.presets()) or "none"
+            # The package hint goes in the fix only (the registry's own message carries it too).
+            self.add(path, f"Unsupported {mode} preset name {name}: preset {name!r} is not installed (installed: {installed})", fix)
             return None
         if preset.deprecated:
             self.add(path, f"Model {name} is deprecated and no longer supported", "choose a current preset (`kaito presets`)")
