@@ -104,40 +104,36 @@ class ObjectCache:
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         """The cached object, or None when the cluster has none."""
         key = (namespace, name)
-
-        def wanted(obj: Mapping[str, Any]) -> bool:
-            return object_key(obj) == key
-
-        found = self._store(kind, ALL if kind in CLUSTER_KINDS else key)
-        merged = self._merge(kind, [o for o in found if wanted(o)], wanted)
+        found = [o for o in self._store(kind, ALL if kind in CLUSTER_KINDS else key) if object_key(o) == key]
+        merged = self._merge(kind, found, lambda k: k == key)
         return merged[0] if merged else None
 
     def find(self, kind: str, *, namespace: str | None = None, match_labels: Mapping[str, str] | None = None) -> list[Obj]:
         """Cached objects of ``kind`` (in ``namespace`` when given) carrying ``match_labels``."""
-        labels = match_labels or {}
 
-        def wanted(obj: Mapping[str, Any]) -> bool:
-            return (namespace is None or object_key(obj)[0] == namespace) and labels_match(obj, labels)
+        def in_scope(key: Key) -> bool:
+            return namespace is None or key[0] == namespace
 
         if kind in CLUSTER_KINDS:
             found = self._store(kind, ALL)
         else:
-            index = self._indexes[kind]
             found = []
-            for key in list(index):
-                if namespace is None or (isinstance(key, tuple) and key[0] == namespace):
+            for key in list(self._indexes[kind]):
+                if isinstance(key, tuple) and in_scope(key):
                     found += self._store(kind, key)
-        return self._merge(kind, [o for o in found if wanted(o)], wanted)
+        merged = self._merge(kind, [o for o in found if in_scope(object_key(o))], in_scope)
+        return [o for o in merged if labels_match(o, match_labels or {})]
 
-    def _merge(self, kind: str, found: list[Obj], wanted: Callable[[Mapping[str, Any]], bool]) -> list[Obj]:
-        """``found`` with the operator's newer writes of ``kind`` laid over it."""
+    def _merge(self, kind: str, found: list[Obj], in_scope: Callable[[Key], bool]) -> list[Obj]:
+        """``found`` (every cached object of ``kind`` in a scope of keys) with the operator's newer
+        writes in that scope laid over it; entries the watch has caught up with are dropped."""
         now = self._clock()
         by_key = {object_key(o): o for o in found}
         with self._lock:
             for ident, (expires, obj) in list(self._written.items()):
-                if ident[0] != kind:
-                    continue
                 key = (ident[1], ident[2])
+                if ident[0] != kind or not in_scope(key):
+                    continue
                 cached = by_key.get(key)
                 if expires < now:
                     del self._written[ident]
@@ -148,7 +144,7 @@ class ObjectCache:
                         by_key.pop(key)
                 elif cached is not None and _version(cached) >= _version(obj):
                     del self._written[ident]  # the watch caught up
-                elif wanted(obj):
+                else:
                     by_key[key] = obj
         return [by_key[k] for k in sorted(by_key)]
 

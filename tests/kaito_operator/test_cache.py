@@ -53,3 +53,15 @@ def test_kube_reads_from_memory_once_bound() -> None:
     kube.cache.bind({INDEX_IDS["Node"]: {ALL: [obj("Node", "n1", 1, pool="a")]}})
     assert [n["metadata"]["name"] for n in kube.find("Node", {"pool": "a"})] == ["n1"]
     assert kube.get("Node", "", "n1") is not None and len(api.calls) == 1  # no request once bound
+
+
+def test_a_read_of_one_object_leaves_the_pending_writes_of_others_alone() -> None:
+    deployments: dict[object, list[dict[str, Any]]] = {("team", "a"): [obj("Deployment", "a", 1, "team")], ("team", "b"): [obj("Deployment", "b", 1, "team")]}
+    cache = ObjectCache()
+    cache.bind({INDEX_IDS["Deployment"]: deployments})
+    cache.deleted("Deployment", "team", "b", None)
+    assert cache.get("Deployment", "team", "a") is not None
+    assert cache.get("Deployment", "team", "b") is None  # still hidden: reading "a" did not drop b's tombstone
+    assert [d["metadata"]["name"] for d in cache.find("Deployment", namespace="team")] == ["a"]
+    cache.wrote("Deployment", obj("Deployment", "c", 2, "other", app="x"))
+    assert [d["metadata"]["name"] for d in cache.find("Deployment", match_labels={"app": "x"})] == ["c"]
