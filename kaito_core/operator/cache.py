@@ -57,6 +57,46 @@ def index_key(kind: str, obj: Mapping[str, Any]) -> object:
     return ALL if kind in CLUSTER_KINDS else object_key(obj)
 
 
+META_KEPT = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+             "labels", "annotations", "ownerReferences", "finalizers")
+"""The metadata the operator reads (managedFields, by far the largest part, is dropped)."""
+SPEC_KEPT: dict[str, tuple[str, ...] | None] = {
+    "Deployment": ("replicas",),
+    "StatefulSet": ("replicas",),
+    "Service": ("type", "clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"),
+    "Pod": (),
+    "Node": ("unschedulable",),
+    "NodeClaim": None,
+}
+"""Per kind, the spec fields the operator and the provisioners read (None: all of it). A
+workload's pod template and a pod's spec are what the operator wrote itself and never re-reads."""
+STATUS_KEPT: dict[str, tuple[str, ...] | None] = {
+    "Pod": ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses"),
+    "Node": ("conditions", "capacity"),
+}
+"""Per kind, the status fields kept (absent: all of it); a node's image list and addresses go."""
+
+
+def _pick(data: Any, keys: tuple[str, ...] | None) -> Any:
+    if keys is None or not isinstance(data, Mapping):
+        return data
+    return {k: data[k] for k in keys if k in data}
+
+
+def slim(kind: str, body: Mapping[str, Any]) -> Obj:
+    """What the caches keep of an object: the fields the reconciler and the provisioners read.
+
+    Keeping whole objects (a Deployment with its defaulted pod template, a Pod with its spec) costs
+    tens of KiB each in Python, which at hundreds of Workspaces is most of the operator's memory."""
+    out: Obj = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind") or kind}
+    out["metadata"] = _pick(body.get("metadata") or {}, META_KEPT)
+    if "spec" in body:
+        out["spec"] = _pick(body["spec"], SPEC_KEPT.get(kind))
+    if "status" in body:
+        out["status"] = _pick(body["status"], STATUS_KEPT.get(kind))
+    return out
+
+
 def _version(obj: Mapping[str, Any]) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -155,7 +195,7 @@ class ObjectCache:
         if kind in self._indexes:
             namespace, name = object_key(obj)
             with self._lock:
-                self._written[(kind, namespace, name)] = (self._clock() + WRITE_TTL_S, obj)
+                self._written[(kind, namespace, name)] = (self._clock() + WRITE_TTL_S, slim(kind, obj))
 
     def deleted(self, kind: str, namespace: str, name: str, answer: Mapping[str, Any] | None = None) -> None:
         """Remember that the operator deleted an object: when the API server's ``answer`` is the
@@ -165,4 +205,4 @@ class ObjectCache:
             return
         pending = answer is not None and answer.get("kind") == kind and (answer.get("metadata") or {}).get("deletionTimestamp")
         with self._lock:
-            self._written[(kind, namespace, name)] = (self._clock() + WRITE_TTL_S, dict(answer) if pending and answer else None)
+            self._written[(kind, namespace, name)] = (self._clock() + WRITE_TTL_S, slim(kind, answer) if pending and answer else None)

@@ -31,7 +31,7 @@ from kaito_core.api.workspace import GROUP, PLURAL, STORAGE_VERSION
 from kaito_core.errors import ValidationError
 from kaito_core.operator import checks
 from kaito_core.operator.boundary import kopf_errors, to_kopf
-from kaito_core.operator.cache import ALL, INDEX_IDS, object_key
+from kaito_core.operator.cache import ALL, INDEX_IDS, object_key, slim
 from kaito_core.operator.context import OperatorContext
 from kaito_core.operator.pokes import fingerprint
 from kaito_core.provisioners import ProvisionerCapabilities
@@ -43,19 +43,6 @@ SPEC_FIELDS = ("resource", "inference", "tuning")
 def _ctx(memo: Any) -> OperatorContext:
     ctx: OperatorContext = memo.ctx
     return ctx
-
-
-def slim(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the caches keep of an object: everything but managedFields and a node's image list
-    (large, and never read)."""
-    out = dict(body)
-    meta = out.get("metadata")
-    if isinstance(meta, Mapping) and "managedFields" in meta:
-        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    status = out.get("status")
-    if isinstance(status, Mapping) and "images" in status:
-        out["status"] = {k: v for k, v in status.items() if k != "images"}
-    return out
 
 
 def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.OperatorRegistry:
@@ -81,29 +68,32 @@ def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.O
         @kopf.index("karpenter.sh", "v1", "nodeclaims", id=INDEX_IDS["NodeClaim"], labels=owner_labels, registry=registry)
         def index_nodeclaims(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
             """Every NodeClaim of a workspace."""
-            return {ALL: slim(body)}
+            return {ALL: slim("NodeClaim", body)}
 
     @kopf.index("", "v1", "nodes", id=INDEX_IDS["Node"], registry=registry)
     def index_nodes(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
         """Every Node (bring-your-own nodes are selected by the user's labels)."""
-        return {ALL: slim(body)}
+        return {ALL: slim("Node", body)}
 
-    for plural, kind in (("deployments", "Deployment"), ("statefulsets", "StatefulSet")):
+    @kopf.index("apps", "v1", "deployments", id=INDEX_IDS["Deployment"], labels=workspace_label, registry=registry)
+    def index_deployments(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+        """The single-node inference workloads by (namespace, name)."""
+        return {object_key(body): slim("Deployment", body)}
 
-        @kopf.index("apps", "v1", plural, id=INDEX_IDS[kind], labels=workspace_label, registry=registry)
-        def index_workloads(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
-            """The inference workloads by (namespace, name)."""
-            return {object_key(body): slim(body)}
+    @kopf.index("apps", "v1", "statefulsets", id=INDEX_IDS["StatefulSet"], labels=workspace_label, registry=registry)
+    def index_statefulsets(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+        """The multi-node inference workloads by (namespace, name)."""
+        return {object_key(body): slim("StatefulSet", body)}
 
     @kopf.index("", "v1", "services", id=INDEX_IDS["Service"], labels=workspace_label, registry=registry)
     def index_services(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
         """The workspaces' Services by (namespace, name)."""
-        return {object_key(body): slim(body)}
+        return {object_key(body): slim("Service", body)}
 
     @kopf.index("", "v1", "pods", id=INDEX_IDS["Pod"], labels=workspace_label, registry=registry)
     def index_pods(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
         """The inference pods by (namespace, name)."""
-        return {object_key(body): slim(body)}
+        return {object_key(body): slim("Pod", body)}
 
     # -- workspaces ---------------------------------------------------------------------------
 

@@ -65,3 +65,25 @@ def test_a_read_of_one_object_leaves_the_pending_writes_of_others_alone() -> Non
     assert [d["metadata"]["name"] for d in cache.find("Deployment", namespace="team")] == ["a"]
     cache.wrote("Deployment", obj("Deployment", "c", 2, "other", app="x"))
     assert [d["metadata"]["name"] for d in cache.find("Deployment", match_labels={"app": "x"})] == ["c"]
+
+
+def test_the_caches_keep_only_what_the_operator_reads() -> None:
+    from kaito_core.operator.cache import slim
+    from kaito_core.operator.plan import observe_workload
+
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "ws", "namespace": "team", "generation": 2, "resourceVersion": "7", "managedFields": [{"manager": "x"}],
+                     "ownerReferences": [{"uid": "u", "controller": True}], "annotations": {"kaito.sh/applied-hash": "h"}},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "big"}]}}},
+        "status": {"observedGeneration": 2, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1},
+    }
+    kept = slim("Deployment", deployment)
+    assert "managedFields" not in kept["metadata"] and kept["spec"] == {"replicas": 1}
+    assert observe_workload(kept, ()) == observe_workload(deployment, ())  # readiness reads the same
+    node = {"kind": "Node", "metadata": {"name": "n"}, "spec": {"unschedulable": True, "podCIDR": "x"},
+            "status": {"conditions": [], "capacity": {"nvidia.com/gpu": "1"}, "images": [{"names": ["a"]}], "nodeInfo": {}}}
+    assert slim("Node", node)["status"] == {"conditions": [], "capacity": {"nvidia.com/gpu": "1"}}
+    assert slim("Node", node)["spec"] == {"unschedulable": True}
+    pod = {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running", "podIP": "1.2.3.4"}}
+    assert slim("Pod", pod)["spec"] == {} and slim("Pod", pod)["status"] == {"phase": "Running"}
