@@ -175,15 +175,13 @@ class ObjectCache:
                 if ident[0] != kind or not in_scope(key):
                     continue
                 cached = by_key.get(key)
-                if expires < now:
-                    del self._written[ident]
-                elif obj is None:  # deleted by us; the watch has not said so yet
-                    if cached is None:
-                        del self._written[ident]
-                    else:
-                        by_key.pop(key)
-                elif cached is not None and _version(cached) >= _version(obj):
+                deleting = obj is None or bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+                if expires < now or (deleting and cached is None):
+                    del self._written[ident]  # too old, or deleted by us and gone from the watch too
+                elif cached is not None and obj is not None and _version(cached) >= _version(obj):
                     del self._written[ident]  # the watch caught up
+                elif obj is None:
+                    by_key.pop(key)  # deleted by us; the watch has not said so yet
                 else:
                     by_key[key] = obj
         return [by_key[k] for k in sorted(by_key)]

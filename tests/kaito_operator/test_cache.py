@@ -87,3 +87,15 @@ def test_the_caches_keep_only_what_the_operator_reads() -> None:
     assert slim("Node", node)["spec"] == {"unschedulable": True}
     pod = {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running", "podIP": "1.2.3.4"}}
     assert slim("Pod", pod)["spec"] == {} and slim("Pod", pod)["status"] == {"phase": "Running"}
+
+
+def test_an_object_marked_for_deletion_by_us_vanishes_when_the_watch_drops_it() -> None:
+    claims: dict[object, list[dict[str, Any]]] = {ALL: [obj("NodeClaim", "a", 1, ws="x")]}
+    cache = ObjectCache()
+    cache.bind({INDEX_IDS["NodeClaim"]: claims})
+    pending = obj("NodeClaim", "a", 2, ws="x")
+    pending["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    cache.deleted("NodeClaim", "", "a", pending)
+    assert cache.find("NodeClaim")[0]["metadata"]["deletionTimestamp"]  # finalizers pending: shown as deleting
+    claims[ALL] = []  # the watch reports it deleted
+    assert cache.find("NodeClaim") == []  # at once, not after the pending entry expires
