@@ -43,6 +43,15 @@ class Outcome:
     """Seconds until the next level-based check (events of owned objects wake it earlier)."""
 
 
+@dataclass(frozen=True)
+class _Written:
+    """The operator's own last writes on one workspace."""
+
+    hash: str
+    revision: str
+    status: dict[str, Any] | None
+
+
 class Reconciler:
     """Reconciles one Workspace at a time; safe to use from several threads."""
 
@@ -52,6 +61,10 @@ class Reconciler:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self._written: dict[str, _Written] = {}
+        """What this process last wrote on each workspace (by uid): the body a reconcile gets may
+        predate it (the watch event of our own write arrives later), and writing it again would be a
+        wasted request. Only the operator writes these, so its own last write is the newest."""
 
     @property
     def provisioner(self) -> NodeProvisioner:
@@ -70,12 +83,13 @@ class Reconciler:
         """
         obj = copy.deepcopy(obj)
         generation = int((obj.get("metadata") or {}).get("generation") or 1)
-        old_status = obj.get("status") or {}
+        written = self._written.get(obj["metadata"].get("uid", ""))
+        old_status = written.status if written and written.status is not None else obj.get("status") or {}
         try:
             desired = self._read_and_plan(obj, generation)
             for planned in desired.objects:
-                _, written = self.kube.apply(planned, obj["metadata"].get("uid", ""))
-                if written:
+                _, changed = self.kube.apply(planned, obj["metadata"].get("uid", ""))
+                if changed:
                     log.info("%s %s/%s written", planned["kind"], planned["metadata"]["namespace"], planned["metadata"]["name"])
         except Exception as exc:
             facts = boundary.classify(exc, self.settings.requeue, generation).facts
@@ -108,6 +122,7 @@ class Reconciler:
                 delay=self.settings.requeue.delete_s,
                 reason="PodsTerminating",
             )
+        self._written.pop(uid, None)
         provisioner = self.provisioner
         if not provisioner.delete_nodes(self.nodes, workspace=name, namespace=namespace):
             raise NotReadyError(
@@ -160,6 +175,10 @@ class Reconciler:
         digest = spec_hash(obj)
         if annotations.get(ANNOTATION_HASH) == digest:
             return str(annotations.get(ANNOTATION_REVISION, "1"))
+        written = self._written.get(meta.get("uid", ""))
+        if written is not None and written.hash == digest:  # stamped by us; the watch has not shown it yet
+            annotations.update({ANNOTATION_HASH: digest, ANNOTATION_REVISION: written.revision})
+            return written.revision
         try:
             revision = int(annotations.get(ANNOTATION_REVISION, "0")) + 1
         except ValueError:
@@ -167,6 +186,9 @@ class Reconciler:
         patch = {ANNOTATION_HASH: digest, ANNOTATION_REVISION: str(revision)}
         self.kube.patch_workspace_annotations(meta["namespace"], meta["name"], dict(patch))
         annotations.update(patch)
+        uid = meta.get("uid", "")
+        prior = self._written.get(uid)
+        self._written[uid] = _Written(hash=digest, revision=str(revision), status=prior.status if prior else None)
         return str(revision)
 
     # -- status -----------------------------------------------------------------------------------
@@ -178,6 +200,9 @@ class Reconciler:
             meta = obj["metadata"]
             self.kube.patch_workspace_status(meta["namespace"], meta["name"], new, old_status)
             obj["status"] = new
+            uid = meta.get("uid", "")
+            prior = self._written.get(uid)
+            self._written[uid] = _Written(hash=prior.hash if prior else "", revision=prior.revision if prior else "", status=new)
         if self.metrics is not None:
             self.metrics.workspace_seen(obj, str(new["state"]))
         return new
