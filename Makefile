@@ -43,7 +43,7 @@ venv: $(VENV_STAMP) ## Create the virtualenv and install every package (editable
 test: venv $(TEST_DEPS) ## Set up everything and run the whole test suite
 	$(PY) -m pytest $(PYTEST_PATHS) $(PYTEST_ARGS)
 
-typecheck: venv ## mypy --strict on kaito_core
+typecheck: venv ## mypy --strict on kaito_core, plugins/ and servers/
 	$(PY) -m mypy
 
 crd: venv ## Regenerate the Workspace CRD from the API models

@@ -18,13 +18,10 @@ from typing import Any
 from pydantic import Field
 
 from kaito_core.presets import FrozenModel, Preset
+from kaito_core.serving import ADAPTERS_DIR, HEALTH_PATH, SERVER_PORT
 
-ADAPTERS_DIR = "/mnt/adapter"
-"""Where the operator mounts LoRA adapters in inference pods: one directory per adapter name."""
-SERVER_PORT = 5000
-"""The port every inference server listens on inside the pod (Service port 80 maps to it)."""
-DISTRIBUTED_PORT = 29500
-"""torch.distributed rendezvous port (Service port 29500) for multi-node inference."""
+__all__ = ["AdapterRef", "InferenceBackend", "ServerSpec", "ServingContext", "ADAPTERS_DIR", "SERVER_PORT"]
+
 
 
 class AdapterRef(FrozenModel):
@@ -62,7 +59,7 @@ class ServerSpec(FrozenModel):
     """Environment variables."""
     port: int = SERVER_PORT
     """The port the server listens on."""
-    health_path: str = "/health"
+    health_path: str = HEALTH_PATH
     """HTTP path that answers 200 once the model is loaded (readiness/liveness/startup probes)."""
     image: str | None = None
     """The container image, when the backend needs a specific one (else the operator's default)."""

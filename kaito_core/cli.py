@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from kaito_core.errors import KaitoError, ValidationError
+from kaito_core.errors import KaitoError, NotFoundError, ValidationError
 from kaito_core.sku import CLOUDS
 
 app = typer.Typer(
@@ -201,6 +201,10 @@ def validate(
     files: Annotated[list[str], typer.Argument(help="YAML files, directories or glob patterns (examples/**/*.yaml)")],
     cloud: Annotated[str, typer.Option(help=f"Instance-type catalogue to check against: {', '.join(CLOUDS)}")] = "azure",
     byo: Annotated[bool, typer.Option("--byo", help="Bring-your-own nodes: resource.instanceType must be empty")] = False,
+    provisioner: Annotated[
+        str | None,
+        typer.Option(help="Check as the operator with this node provisioner would (e.g. byo, gpu-provisioner); must be installed here"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only problems")] = False,
     model_dir: Annotated[
         Path | None,
@@ -227,16 +231,29 @@ def validate(
     the hub: give a local copy with --model-dir or a cache with --hf-cache (this command never
     reaches the network). Without either, an id that an installed family preset serves is
     checked against that preset.
+
+    The rules that depend on what is installed are the operator's own: with --provisioner the
+    bring-your-own rules follow that provisioner's capabilities, and when the chosen inference
+    backend is not installed here the output says that the operator needs it and will check
+    what depends on it at admission.
     """
     from kaito_core.preset_sources import ModelLocation
-    from kaito_core.validation import ValidationContext, check_workspace
+    from kaito_core.validation import check_workspace, installed_context, operator_requirements
 
     if cloud not in CLOUDS:
         typer.echo(f"error: --cloud must be one of {', '.join(CLOUDS)}, not {cloud!r}", err=True)
         raise typer.Exit(2)
     location = ModelLocation(model_dir=model_dir, cache_dir=hf_cache) if model_dir or hf_cache else None
-    ctx = ValidationContext(node_auto_provisioning=not byo, cloud=cloud, model_location=location)
     registry = _registry()
+    try:
+        ctx = installed_context(registry, cloud=cloud, provisioner=provisioner)
+    except NotFoundError as exc:
+        typer.echo(f"error: --provisioner: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if byo:
+        ctx = ctx.model_copy(update={"node_auto_provisioning": False})
+    if location is not None:
+        ctx = ctx.model_copy(update={"model_location": location})
     failed = 0
     checked = 0
     try:
@@ -264,8 +281,11 @@ def validate(
                 failed += 1
                 typer.echo(f"{where}: {exc.render()}", err=True)
                 continue
+            needs = operator_requirements(ws, registry, ctx)
             if not quiet:
-                typer.echo(f"{where}: Workspace {ws.name!r} is valid")
+                typer.echo(f"{where}: Workspace {ws.name!r} is valid" + (" here" if needs else ""))
+            for need in needs:
+                typer.echo(f"{where}: note: {need}")
     if failed:
         typer.echo(f"{failed} invalid of {checked} Workspace document(s)", err=True)
         raise typer.Exit(1)

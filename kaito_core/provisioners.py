@@ -5,16 +5,26 @@ NodeClaims served by Azure's gpu-provisioner, NodePools for generic Karpenter, A
 created directly, or nothing at all for bring-your-own nodes. The operator calls it level-based
 on every reconcile: it must be idempotent (calling ``ensure_nodes`` twice creates nothing
 twice) and must find its own objects again after an operator restart.
+
+Provisioners never see the raw Kubernetes client: the operator hands them a :class:`NodeClient`,
+a small typed facade whose reads are served from the operator's watch caches and whose requests
+are counted in its metrics. Tests hand them an in-memory fake of the same interface.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
 
+from kaito_core.api.workspace import ConditionStatus, ConditionType
+from kaito_core.errors import KaitoError
 from kaito_core.presets import FrozenModel
+
+NODECLAIM_CRD = "nodeclaims.karpenter.sh"
+"""The Karpenter NodeClaim CRD (version v1) that NodeClaim-based provisioners need."""
 
 
 class NodeRequest(FrozenModel):
@@ -45,10 +55,14 @@ class NodeRequest(FrozenModel):
 class NodeCondition(FrozenModel):
     """A condition the provisioner contributes to the workspace status (e.g. NodeClaimReady)."""
 
-    type: str
-    status: str
+    type: ConditionType
+    """One of the Workspace CRD's condition types (NodeClaimReady, NodesReady)."""
+    status: ConditionStatus
+    """True, False or Unknown."""
     reason: str
+    """CamelCase reason."""
     message: str
+    """What is going on, for people."""
 
 
 class ProvisionResult(FrozenModel):
@@ -68,6 +82,66 @@ class ProvisionResult(FrozenModel):
     """When to look again if not ready."""
 
 
+class ProvisionerCapabilities(FrozenModel):
+    """What a provisioner does, so the core decides by capability instead of by name."""
+
+    creates_nodes: bool = True
+    """True: nodes are created from resource.instanceType (node auto-provisioning). False: the
+    provisioner uses existing nodes matching resource.labelSelector (bring-your-own), so
+    validation requires no instance type and checks no cloud catalogue."""
+    required_crds: tuple[str, ...] = ()
+    """CustomResourceDefinitions that must be installed (e.g. ``nodeclaims.karpenter.sh``); the
+    operator checks them at start-up and watches their objects."""
+    watches_nodeclaims: bool = False
+    """Whether the provisioner reads NodeClaims (the operator then caches them from a watch)."""
+
+
+class ApiConflict(KaitoError):
+    """An object of that name already exists (HTTP 409)."""
+
+
+class ApiRefused(KaitoError):
+    """The API server refused the object as invalid (HTTP 400/422); the message has its answer."""
+
+
+class ResourceNotServed(KaitoError):
+    """The API server does not serve the resource: its CRD is not installed (HTTP 404 on create or list)."""
+
+
+class NodeClient(abc.ABC):
+    """The cluster operations a provisioner may make (all objects as wire dicts).
+
+    The operator's implementation reads from its watch caches and counts every request in its
+    metrics; tests use an in-memory fake.
+    """
+
+    @abc.abstractmethod
+    def list_nodes(self, match_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Nodes carrying all of ``match_labels`` (every node when empty)."""
+
+    @abc.abstractmethod
+    def list_nodeclaims(self, match_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """NodeClaims carrying all of ``match_labels``.
+
+        Raises:
+            ResourceNotServed: the NodeClaim CRD is not installed.
+        """
+
+    @abc.abstractmethod
+    def create_nodeclaim(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a NodeClaim; returns it as stored.
+
+        Raises:
+            ApiConflict: the name is taken.
+            ApiRefused: the API server refused the object (its answer is in the message).
+            ResourceNotServed: the NodeClaim CRD is not installed.
+        """
+
+    @abc.abstractmethod
+    def delete_nodeclaim(self, name: str) -> None:
+        """Delete a NodeClaim (already gone is fine)."""
+
+
 class NodeProvisioner(abc.ABC):
     """A node provisioner, registered by a plugin."""
 
@@ -75,16 +149,15 @@ class NodeProvisioner(abc.ABC):
     """Unique name, e.g. ``gpu-provisioner``, ``karpenter``, ``azure-agentpool``, ``byo``."""
     description: str = ""
     """One line for `kaito plugins`."""
+    capabilities: ProvisionerCapabilities = ProvisionerCapabilities()
+    """What it does (creates nodes or uses existing ones, which CRDs it needs)."""
 
     @abc.abstractmethod
-    def ensure_nodes(self, api: Any, request: NodeRequest) -> ProvisionResult:
-        """Create what is missing for ``request`` and report readiness (idempotent).
-
-        ``api`` is a ``kubernetes.client.ApiClient`` connected to the cluster.
-        """
+    def ensure_nodes(self, nodes: NodeClient, request: NodeRequest) -> ProvisionResult:
+        """Create what is missing for ``request`` and report readiness (idempotent)."""
 
     @abc.abstractmethod
-    def delete_nodes(self, api: Any, *, workspace: str, namespace: str) -> bool:
+    def delete_nodes(self, nodes: NodeClient, *, workspace: str, namespace: str) -> bool:
         """Start deleting everything provisioned for the workspace; True once all of it is gone.
 
         Idempotent: called again on every retry until it returns True; must find what to delete

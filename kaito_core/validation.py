@@ -37,6 +37,7 @@ from kaito_core.plugins.registry import BACKEND_PROVIDER_HINTS, Registry
 from kaito_core.preset_providers import install_line
 from kaito_core.preset_sources import ModelLocation, PresetGenerationError
 from kaito_core.presets import Preset
+from kaito_core.serving import choose_backend
 from kaito_core.sku import Cloud, InstanceType, NodeGPUFacts, is_azure_lenient, lookup, supported_gpu_skus, uniform_node_type
 
 MAX_ADAPTERS = 10
@@ -348,14 +349,16 @@ class _Checker:
     def preset(self, name: str, path: str, mode: str) -> Preset | None:
         try:
             preset = self.registry.resolve_preset(name, self.ctx.model_location)
-        except NotFoundError as exc:
+        except NotFoundError:
             line = install_line(name)
             fix = (
                 f"install the plugin package that provides it ({line}) where kaito runs, or choose an installed preset"
                 if line
                 else "choose an installed preset (`kaito presets` lists them) or install the plugin package that provides it"
             )
-            self.add(path, f"Unsupported {mode} preset name {name}: {exc}", fix)
+            installed = ", ".join(self.registry.presets()) or "none"
+            # The package hint goes in the fix only (the registry's own message carries it too).
+            self.add(path, f"Unsupported {mode} preset name {name}: preset {name!r} is not installed (installed: {installed})", fix)
             return None
         except PresetGenerationError as exc:
             self.add(path, f"Unsupported {mode} preset name {name}: {exc.message}", exc.fix)
@@ -366,12 +369,7 @@ class _Checker:
         return preset
 
     def backend_name(self, preset: Preset) -> str:
-        chosen = self.annotations.get(L.ANNOTATION_RUNTIME)
-        if chosen:
-            return chosen
-        if self.ctx.default_backend and self.ctx.default_backend in preset.backends:
-            return self.ctx.default_backend
-        return preset.default_backend
+        return choose_backend(preset, self.annotations, self.ctx.default_backend)
 
     def backend(self, preset: Preset) -> tuple[str, InferenceBackend | None, bool]:
         """(name, installed backend or None, usable) for the preset."""
@@ -740,3 +738,41 @@ def check_workspace(
     errors = validate_workspace(ws, registry, old=previous, ctx=ctx)
     ValidationError.collect(errors, name=ws.name)
     return ws
+
+
+# -- what depends on the installation ---------------------------------------------------------------
+
+
+def installed_context(
+    registry: Registry, *, cloud: str = "azure", provisioner: str | None = None, require_backend: bool = False
+) -> ValidationContext:
+    """The validation context for an installation: bring-your-own mode when ``provisioner`` (a
+    registered name) creates no nodes. The operator and its webhook call this with their
+    configured provisioner and ``require_backend=True``; ``kaito validate`` with its options.
+
+    Raises:
+        NotFoundError: ``provisioner`` is not installed.
+    """
+    creates_nodes = registry.provisioner(provisioner).capabilities.creates_nodes if provisioner else True
+    return ValidationContext(cloud=typing.cast(Cloud, cloud), node_auto_provisioning=creates_nodes, require_backend=require_backend)
+
+
+def operator_requirements(ws: Workspace, registry: Registry, ctx: ValidationContext = ValidationContext()) -> list[str]:
+    """What the operator needs installed for ``ws`` that is not installed here, so checks that
+    depend on it were skipped here and will run at admission (empty when nothing was skipped)."""
+    needs: list[str] = []
+    specs = [s for s in (ws.inference.preset if ws.inference else None, ws.tuning.preset if ws.tuning else None) if s is not None]
+    for spec in specs:
+        try:
+            preset = registry.preset(spec.name)
+        except NotFoundError:
+            continue
+        name = choose_backend(preset, ws.metadata.annotations, ctx.default_backend)
+        if name in preset.backends and name not in registry.backends():
+            hint = BACKEND_PROVIDER_HINTS.get(name)
+            package = f" (pip install {hint})" if hint else ""
+            needs.append(
+                f"the inference backend {name!r} must be installed where the operator runs{package}; it is not installed here, "
+                "so the admission webhook will also check what it can serve (weight format, adapters, nodes, CPU or GPU)"
+            )
+    return needs

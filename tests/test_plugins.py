@@ -96,3 +96,25 @@ def test_nothing_is_loaded_at_import_time() -> None:
 
     importlib.reload(registry_module)
     assert not [name for name in vars(registry_module) if isinstance(getattr(registry_module, name), Registry)]
+
+
+@pytest.mark.parametrize(
+    ("update", "field"),
+    [({"disk_gibb": 50}, "disk_gibb: not a field of Preset"), ({"disk_gib": -5}, "disk_gib: Input should be greater than 0")],
+)
+def test_a_preset_failing_its_own_validation_is_refused_naming_plugin_and_field(update: dict[str, Any], field: str) -> None:
+    class Sloppy:
+        @hookimpl
+        def register_presets(self, register: Any) -> None:
+            register(PHI_3_MINI_4K.model_copy(update={"name": "phi-3-sloppy", **update}))
+
+    with pytest.raises(PluginError, match=rf"plugin Sloppy \(Sloppy\) registered preset 'phi-3-sloppy' that fails its own validation: {field}"):
+        Registry.from_plugins(Sloppy())
+
+
+def test_hooks_are_called_through_pluggy() -> None:
+    calls: list[str] = []
+    registry_pm = make_plugin_manager(entry_points=False, plugins=[kaito_phi3])
+    registry_pm.add_hookcall_monitoring(lambda name, impls, kwargs: calls.append(name), lambda *a: None)
+    Registry(registry_pm)
+    assert calls == ["register_presets"]  # one traced call per plugin implementing it

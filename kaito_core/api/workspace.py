@@ -313,13 +313,15 @@ class ConditionType(str, enum.Enum):
     """Condition types of a Workspace's status (upstream's names).
 
     ``kubectl get workspace`` shows ResourceReady, InferenceReady and, as WORKSPACEREADY,
-    WorkspaceSucceeded (JobStarted with ``-o wide``).
+    WorkspaceSucceeded (JobStarted with ``-o wide``). WorkspaceReady carries the same verdict as
+    WorkspaceSucceeded under the column's name.
     """
 
     RESOURCE_READY = "ResourceReady"
     INFERENCE_READY = "InferenceReady"
     JOB_STARTED = "JobStarted"
     WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
+    WORKSPACE_READY = "WorkspaceReady"
     NODE_CLAIM_READY = "NodeClaimReady"
     NODES_READY = "NodesReady"
     WORKSPACE_DELETING = "WorkspaceDeleting"
@@ -330,7 +332,7 @@ class Condition(ApiModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, use_attribute_docstrings=True, extra="ignore")
 
-    type: str
+    type: ConditionType
     """The aspect this condition reports, e.g. ResourceReady."""
     status: ConditionStatus
     """True, False or Unknown."""
@@ -366,7 +368,8 @@ class WorkspaceStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     """Conditions by type (see ConditionType): ResourceReady, InferenceReady, JobStarted,
-    WorkspaceSucceeded (the WORKSPACEREADY column), NodeClaimReady, NodesReady, WorkspaceDeleting."""
+    WorkspaceSucceeded (the WORKSPACEREADY column), WorkspaceReady, NodeClaimReady, NodesReady,
+    WorkspaceDeleting."""
     worker_nodes: list[str] = Field(default_factory=list)
     """Names of the nodes the workload runs on, sorted."""
     state: WorkspaceState | None = None

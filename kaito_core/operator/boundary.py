@@ -1,43 +1,124 @@
-"""The one place where kaito_core's errors become kopf's: not ready yet -> TemporaryError(delay),
-needs a person -> PermanentError (the status condition already says what to fix)."""
+"""The one error boundary: each typed error -> (reconcile result, status, requeue delay, event).
+
+:data:`RULES` is the whole table; the first rule whose ``matches`` accepts the error wins. Every
+delay is a named field of :class:`~kaito_core.operator.settings.RequeueSettings`, so the Helm
+chart can set it. The status a rule gives is written by the reconciler before the error leaves
+it; the kopf errors (:func:`to_kopf`) are derived from the same table for kopf's own handlers.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 import kopf
 from kubernetes import client
 
-from kaito_core.errors import KaitoError, NotReadyError, ProvisioningError, ValidationError
-from kaito_core.operator.reconciler import is_permanent
+from kaito_core.errors import KaitoError, NotFoundError, NotReadyError, PluginError, ProvisioningError, ValidationError
+from kaito_core.operator.settings import RequeueSettings
+from kaito_core.operator.status import Facts
+
+Result = Literal["requeue", "invalid", "error"]
+"""How a reconcile round that raised is counted: not ready yet, needs a person, or a bug."""
 
 
-def to_kopf(exc: BaseException, *, default_delay: float = 5.0) -> kopf.TemporaryError | kopf.PermanentError | None:
-    """The kopf error for ``exc``, or None when it is not one of ours (a bug: let it surface)."""
-    if isinstance(exc, NotReadyError):
-        return kopf.TemporaryError(str(exc), delay=exc.delay)
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table."""
+
+    matches: Callable[[BaseException], bool]
+    result: Result
+    delay: Callable[[BaseException, RequeueSettings], float]
+    status: Callable[[BaseException, int], Facts | None]
+    """The status facts to write for the workspace's generation; None: keep the planned status."""
+    event_reason: str | None = None
+    """Reason of the Warning event posted on the Workspace (None: no event)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the boundary decided for one error."""
+
+    result: Result
+    delay_s: float
+    message: str
+    facts: Facts | None
+    event_reason: str | None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", "") or type(exc).__name__)
+
+
+def _blocked(exc: BaseException, generation: int) -> Facts:
+    """ResourceReady=False naming what a person must fix (an unknown plugin, a refused NodeClaim)."""
+    return Facts(generation=generation, blocked_reason=_reason(exc), blocked_message=str(exc))
+
+
+def _invalid(exc: BaseException, generation: int) -> Facts:
+    message = exc.render() if isinstance(exc, ValidationError) else str(exc)
+    return Facts(generation=generation, invalid_message=message)
+
+
+def _keep(exc: BaseException, generation: int) -> None:
+    return None
+
+
+def _api_status(exc: BaseException) -> int | None:
+    return exc.status if isinstance(exc, client.ApiException) else None
+
+
+def _is_permanent_provisioning(exc: BaseException) -> bool:
+    return isinstance(exc, ProvisioningError) and not exc.retryable
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(lambda e: isinstance(e, NotReadyError), "requeue",
+         lambda e, s: e.delay if isinstance(e, NotReadyError) else s.nodes_s, _keep),
+    Rule(lambda e: isinstance(e, ValidationError), "invalid", lambda e, s: s.invalid_s, _invalid, "WorkspaceInvalid"),
+    Rule(lambda e: isinstance(e, (NotFoundError, PluginError)), "invalid", lambda e, s: s.invalid_s, _blocked, "PluginMissing"),
+    Rule(_is_permanent_provisioning, "invalid", lambda e, s: s.invalid_s, _blocked, "ProvisioningFailed"),
+    Rule(lambda e: isinstance(e, ProvisioningError), "requeue", lambda e, s: s.provisioning_s, _blocked, "ProvisioningFailed"),
+    Rule(lambda e: isinstance(e, KaitoError), "requeue", lambda e, s: s.api_error_s, _keep),
+    Rule(lambda e: _api_status(e) == 409, "requeue", lambda e, s: s.conflict_s, _keep),
+    Rule(lambda e: isinstance(e, client.ApiException), "requeue", lambda e, s: s.api_error_s, _keep),
+    Rule(lambda e: True, "error", lambda e, s: s.error_s, _keep),
+)
+
+
+def _message(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        return kopf.PermanentError(exc.render())
-    if isinstance(exc, KaitoError):
-        if is_permanent(exc):
-            return kopf.PermanentError(str(exc))
-        delay = default_delay * 6 if isinstance(exc, ProvisioningError) else default_delay
-        return kopf.TemporaryError(str(exc), delay=delay)
+        return exc.render()
     if isinstance(exc, client.ApiException):
-        if exc.status == 409:
-            return kopf.TemporaryError(f"conflict: {exc.reason}", delay=1.0)
-        return kopf.TemporaryError(f"Kubernetes API error {exc.status}: {exc.reason}: {(exc.body or '')[:500]}", delay=default_delay)
+        return f"Kubernetes API error {exc.status}: {exc.reason}: {(exc.body or '')[:500]}"
+    return str(exc)
+
+
+def classify(exc: BaseException, settings: RequeueSettings, generation: int = 1) -> Verdict:
+    """The verdict of the table for ``exc``."""
+    rule = next(r for r in RULES if r.matches(exc))
+    return Verdict(rule.result, rule.delay(exc, settings), _message(exc), rule.status(exc, generation), rule.event_reason)
+
+
+def to_kopf(exc: BaseException, settings: RequeueSettings | None = None) -> kopf.TemporaryError | kopf.PermanentError | None:
+    """The kopf error for ``exc`` by the same table, or None for a bug (let it surface)."""
+    verdict = classify(exc, settings or RequeueSettings())
+    if verdict.result == "requeue":
+        return kopf.TemporaryError(verdict.message, delay=verdict.delay_s)
+    if verdict.result == "invalid":
+        return kopf.PermanentError(verdict.message)
     return None
 
 
 @contextlib.contextmanager
-def kopf_errors(default_delay: float = 5.0) -> Iterator[None]:
-    """Run a block, re-raising our errors as kopf's."""
+def kopf_errors(settings: RequeueSettings | None = None) -> Iterator[None]:
+    """Run a block of a kopf handler, re-raising our errors as kopf's."""
     try:
         yield
     except Exception as exc:
-        mapped = to_kopf(exc, default_delay=default_delay)
+        mapped = to_kopf(exc, settings)
         if mapped is None:
             raise
         raise mapped from exc

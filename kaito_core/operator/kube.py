@@ -1,21 +1,23 @@
-"""Reads and writes of the operator's child objects over the synchronous ``kubernetes`` client.
+"""Reads and writes of the operator's objects over the synchronous ``kubernetes`` client.
 
-Every call goes through :func:`request`: plain JSON dicts over the client's ApiClient (its
-auth, TLS and connection pool), skipping the client's model (de)serialisation. Writes happen
-only when the applied-hash annotation of the existing object differs from the desired one, so a
-steady-state reconcile writes nothing.
+Reads come from the watch caches (:mod:`kaito_core.operator.cache`) once kopf has bound them,
+so a steady-state reconcile makes no request at all. Every request goes through
+:func:`request`: plain JSON dicts over the client's ApiClient (its auth, TLS and connection
+pool), skipping the client's model (de)serialisation. Writes happen only when the applied-hash
+annotation of the existing object differs from the desired one.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client, config
 
 from kaito_core.api.workspace import GROUP, PLURAL, STORAGE_VERSION
 from kaito_core.errors import NotReadyError, ProvisioningError
+from kaito_core.operator.cache import ObjectCache
 from kaito_core.operator.manifests import ANNOTATION_APPLIED_HASH
 
 
@@ -74,32 +76,104 @@ _PATHS = {
     "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
     "Service": "/api/v1/namespaces/{ns}/services",
     "Pod": "/api/v1/namespaces/{ns}/pods",
+    "Node": "/api/v1/nodes",
+    "NodeClaim": "/apis/karpenter.sh/v1/nodeclaims",
 }
+Send = Callable[..., dict[str, Any]]
+"""The transport: :func:`request`'s signature (tests pass an in-memory fake API server)."""
+
+
+def _path(kind: str, namespace: str = "") -> str:
+    return _PATHS[kind].format(ns=namespace)
+
+
+def _selector(match_labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
 
 
 class Kube:
-    """The API calls the reconciler makes (all namespaced, all by name or label)."""
+    """The API calls the operator makes: reads from the watch caches when they are bound (else
+    from the API server), writes to the API server (remembered in the caches), every request
+    counted through ``on_request``."""
 
-    def __init__(self, api: client.ApiClient, on_request: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient | None,
+        on_request: Callable[[str, str], None] | None = None,
+        *,
+        cache: ObjectCache | None = None,
+        send: Send = request,
+    ) -> None:
         self.api = api
         self.on_request = on_request
         """Called with (HTTP method, path) before each request (the operator counts them)."""
+        self.cache = cache or ObjectCache()
+        self._send = send
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         if self.on_request is not None:
             self.on_request(method, path)
-        return request(self.api, method, path, **kwargs)
+        return self._send(self.api, method, path, **kwargs)
 
-    # -- generic child objects -----------------------------------------------------------------
+    # -- reads ----------------------------------------------------------------------------------
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
+        if self.cache.serves(kind):
+            return self.cache.get(kind, namespace, name)
         try:
-            return self._request("GET", f"{_PATHS[kind].format(ns=namespace)}/{name}")
+            return self._request("GET", f"{_path(kind, namespace)}/{name}")
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+
+    def find(self, kind: str, match_labels: Mapping[str, str], namespace: str = "") -> list[dict[str, Any]]:
+        """Objects of ``kind`` carrying ``match_labels`` (in ``namespace`` for namespaced kinds).
+
+        Raises:
+            kubernetes.client.ApiException: from the API server (404: the kind is not served).
+        """
+        if self.cache.serves(kind):
+            return self.cache.find(kind, namespace=namespace or None, match_labels=match_labels)
+        query = {"labelSelector": _selector(match_labels)} if match_labels else None
+        items: list[dict[str, Any]] = self._request("GET", _path(kind, namespace), query=query).get("items") or []
+        return items
+
+    def crd_installed(self, name: str) -> bool:
+        """Whether the CustomResourceDefinition ``name`` (e.g. nodeclaims.karpenter.sh) exists (one list call)."""
+        found = self._request(
+            "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", query={"fieldSelector": f"metadata.name={name}"}
+        )
+        return bool(found.get("items"))
+
+    def list_pods(self, namespace: str, match_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Pods carrying ``match_labels`` in ``namespace``."""
+        return self.find("Pod", match_labels, namespace)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create(self, desired: dict[str, Any]) -> dict[str, Any]:
+        """Create ``desired`` and return it as stored.
+
+        Raises:
+            kubernetes.client.ApiException: from the API server (409: the name is taken).
+        """
+        kind, meta = desired["kind"], desired["metadata"]
+        created = self._request("POST", _path(kind, meta.get("namespace") or ""), body=desired)
+        self.cache.wrote(kind, created)
+        return created
+
+    def delete(self, kind: str, namespace: str, name: str, *, background: bool = False) -> None:
+        """Delete an object (already gone is fine)."""
+        body = {"propagationPolicy": "Background"} if background else None
+        try:
+            answer = self._request("DELETE", f"{_path(kind, namespace)}/{name}", body=body)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            answer = None
+        self.cache.deleted(kind, namespace, name, answer)
 
     def apply(self, desired: dict[str, Any], owner_uid: str, existing: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         """Create ``desired`` or bring the existing object to it; returns (object, written).
@@ -111,12 +185,12 @@ class Kube:
             NotReadyError: the object changed underneath (409); retry shortly.
         """
         kind, meta = desired["kind"], desired["metadata"]
-        base = _PATHS[kind].format(ns=meta["namespace"])
+        base = _path(kind, meta["namespace"])
         if existing is None:
             existing = self.get(kind, meta["namespace"], meta["name"])
         if existing is None:
             try:
-                return self._request("POST", base, body=desired), True
+                return self.create(desired), True
             except client.ApiException as exc:
                 if exc.status == 409:
                     raise NotReadyError(f"{kind} {meta['name']} appeared while being created", delay=1.0, reason="Conflict") from exc
@@ -139,33 +213,24 @@ class Kube:
                 if key in existing.get("spec", {}):
                     body["spec"].setdefault(key, existing["spec"][key])
         try:
-            return self._request("PUT", f"{base}/{meta['name']}", body=body), True
+            updated = self._request("PUT", f"{base}/{meta['name']}", body=body)
         except client.ApiException as exc:
             if exc.status == 409:
                 raise NotReadyError(f"{kind} {meta['name']} changed while being updated", delay=1.0, reason="Conflict") from exc
             raise
+        self.cache.wrote(kind, updated)
+        return updated, True
 
     def delete_if_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete the object when it exists and is controlled by ``owner_uid``; True if deleted."""
         existing = self.get(kind, namespace, name)
-        if existing is None:
+        if existing is None or (existing.get("metadata") or {}).get("deletionTimestamp"):
             return False
         owners = [o.get("uid") for o in existing["metadata"].get("ownerReferences") or [] if o.get("controller")]
         if owner_uid not in owners:
             return False
-        try:
-            self._request("DELETE", f"{_PATHS[kind].format(ns=namespace)}/{name}", body={"propagationPolicy": "Background"})
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+        self.delete(kind, namespace, name, background=True)
         return True
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        """Pods matching ``label_selector`` in ``namespace``."""
-        items: list[dict[str, Any]] = self._request(
-            "GET", _PATHS["Pod"].format(ns=namespace), query={"labelSelector": label_selector}
-        ).get("items") or []
-        return items
 
     # -- the workspace itself ------------------------------------------------------------------
 

@@ -16,13 +16,12 @@ from typing import Any
 
 from kaito_core.api.labels import ANNOTATION_ENABLE_LB, ANNOTATION_REVISION, LABEL_WORKSPACE
 from kaito_core.api.workspace import Workspace
-from kaito_core.backends import ADAPTERS_DIR, DISTRIBUTED_PORT, ServerSpec
+from kaito_core.backends import ServerSpec
 from kaito_core.presets import Preset
+from kaito_core.serving import ADAPTERS_DIR, DISTRIBUTED_PORT, GPU_RESOURCE, SERVICE_HTTP_PORT, WEIGHTS_DIR
 
 ANNOTATION_APPLIED_HASH = "kaito.sh/applied-hash"
 """On every child: sha256 of the object as the operator built it; a mismatch means "update it"."""
-SERVICE_HTTP_PORT = 80
-GPU_RESOURCE = "nvidia.com/gpu"
 NON_ROOT_UID = 1000
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 CONFIG_DIR = "/mnt/config"
@@ -131,8 +130,8 @@ test -f "$ADAPTER_DIR/adapter_config.json" || { echo "adapter image $ADAPTER_IMA
 def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(initContainers, volumes, main-container volumeMounts) for the workspace's adapters.
 
-    Strengths reach the server through the backend's ServerSpec.env (kaito-servers:
-    ``KAITO_ADAPTER_STRENGTHS``), not through per-adapter variables."""
+    Strengths reach the server through the backend's ServerSpec.env (the variable
+    :data:`~kaito_core.serving.ADAPTER_STRENGTHS_ENV`), not through per-adapter variables."""
     inference = inputs.workspace.inference
     adapters = inference.adapters if inference else []
     inits: list[dict[str, Any]] = []
@@ -172,9 +171,6 @@ def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[d
 
 
 # -- model weights --------------------------------------------------------------------------------
-
-WEIGHTS_DIR = "/workspace/weights"
-"""Where the inference server reads the weights (kaito-servers: ``--model /workspace/weights``)."""
 
 DOWNLOAD_SCRIPT = """import os
 from huggingface_hub import snapshot_download

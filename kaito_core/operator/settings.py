@@ -83,7 +83,15 @@ class RequeueSettings(_Section):
     resync_s: float = 600.0
     """Level-based re-check of a ready workspace (reads only; writes nothing when nothing changed)."""
     delete_s: float = 1.0
-    """While the finalizer waits for NodeClaims to go."""
+    """While the finalizer waits for the inference pods and NodeClaims to go."""
+    provisioning_s: float = 30.0
+    """After a provisioner error that may pass by itself (cloud throttling, a transient failure)."""
+    conflict_s: float = 1.0
+    """After a write conflict (HTTP 409: the object changed or appeared meanwhile)."""
+    api_error_s: float = 5.0
+    """After any other Kubernetes API error."""
+    error_s: float = 10.0
+    """After an unexpected error (a bug: logged with its traceback)."""
 
 
 class ImageSettings(_Section):

@@ -3,7 +3,10 @@
 Conditions follow upstream KAITO's types and reasons (kaito.md §1.7): NodeClaimReady (from the
 provisioner), ResourceReady, InferenceReady and WorkspaceSucceeded (shown by ``kubectl get`` as
 WORKSPACEREADY), mirrored as WorkspaceReady; JobStarted for tuning. ``lastTransitionTime`` changes only when a condition's status
-changes, so recomputing an unchanged status yields an identical dict and no API write.
+changes, so recomputing an unchanged status yields an identical dict and no API write. The
+status is built as the API models (:class:`~kaito_core.api.workspace.WorkspaceStatus`), the
+same models the CRD is generated from, so a condition type or state the CRD does not know
+cannot be written.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaito_core.api.workspace import Condition, ConditionType, WorkspaceState, WorkspaceStatus
 from kaito_core.provisioners import ProvisionResult
 
-RESOURCE_READY = "ResourceReady"
-INFERENCE_READY = "InferenceReady"
-WORKSPACE_READY = "WorkspaceReady"
-JOB_STARTED = "JobStarted"
-WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
 MAX_MESSAGE = 1024
+CT = ConditionType
+TUNING_NOT_AVAILABLE = (
+    "tuning Workspaces are accepted and validated, but this version of the operator has no tuning Job "
+    "controller: no nodes are provisioned and no Job runs; delete the Workspace or upgrade the operator"
+)
 
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 START_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
@@ -44,6 +48,20 @@ class WorkloadFacts:
 
 
 @dataclass(frozen=True)
+class TuningFacts:
+    """What the reconciler saw of a tuning workspace's Job (filled by the tuning controller)."""
+
+    controller_available: bool = False
+    """Whether this operator runs tuning Jobs; False until the tuning controller lands."""
+    job_exists: bool = False
+    active: int = 0
+    """Pods of the Job running now."""
+    succeeded: bool = False
+    failed_message: str = ""
+    """Non-empty when the Job failed: why."""
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything status depends on."""
 
@@ -54,113 +72,126 @@ class Facts:
     blocked_reason: str = ""
     """Set when something needs a person before provisioning (unknown plugin, provisioning refused)."""
     blocked_message: str = ""
-    tuning: bool = False
+    tuning: TuningFacts | None = None
+    """Set for tuning workspaces."""
     provision: ProvisionResult | None = None
     workload: WorkloadFacts = field(default_factory=WorkloadFacts)
 
 
-def _overall(ok: bool, reason: str, message: str, generation: int) -> list[dict[str, Any]]:
+def _cond(type_: ConditionType, ok: bool, reason: str, message: str, generation: int) -> Condition:
+    return Condition(
+        type=type_, status="True" if ok else "False", reason=reason, message=message[:MAX_MESSAGE], observed_generation=generation
+    )
+
+
+def _overall(ok: bool, reason: str, message: str, generation: int) -> list[Condition]:
     """WorkspaceSucceeded (upstream's name; ``kubectl get`` shows it as WORKSPACEREADY) and
     WorkspaceReady (the same verdict under the column's name)."""
-    return [_cond(t, ok, reason, message, generation) for t in (WORKSPACE_SUCCEEDED, WORKSPACE_READY)]
+    return [_cond(t, ok, reason, message, generation) for t in (CT.WORKSPACE_SUCCEEDED, CT.WORKSPACE_READY)]
 
 
-def _cond(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": message[:MAX_MESSAGE],
-        "observedGeneration": generation,
-    }
+def _tuning_conditions(tuning: TuningFacts, gen: int) -> list[Condition]:
+    if not tuning.controller_available:
+        reason = "TuningControllerNotInstalled"
+        return [_cond(CT.JOB_STARTED, False, reason, TUNING_NOT_AVAILABLE, gen), *_overall(False, reason, TUNING_NOT_AVAILABLE, gen)]
+    started = tuning.job_exists
+    conds = [_cond(CT.JOB_STARTED, started, "JobStarted" if started else "JobPending",
+                   "the tuning Job has started" if started else "the tuning Job is not created yet", gen)]
+    if tuning.failed_message:
+        return conds + _overall(False, "WorkspaceTuningJobFailed", tuning.failed_message, gen)
+    if tuning.succeeded:
+        return conds + _overall(True, "workspaceSucceeded", "the tuning Job has succeeded", gen)
+    return conds + _overall(False, "workspacePending", f"the tuning Job is running ({tuning.active} pod(s) active)", gen)
 
 
-def desired_conditions(facts: Facts) -> list[dict[str, Any]]:
+def desired_conditions(facts: Facts) -> list[Condition]:
     """The conditions for ``facts``, without lastTransitionTime."""
     gen = facts.generation
     if facts.invalid_message:
         return _overall(False, "WorkspaceInvalid", facts.invalid_message, gen)
-    if facts.tuning:
-        msg = (
-            "tuning Workspaces are accepted and validated, but this version of the operator has no tuning Job "
-            "controller: no nodes are provisioned and no Job runs; delete the Workspace or upgrade the operator"
-        )
-        return [_cond(JOB_STARTED, False, "TuningControllerNotInstalled", msg, gen), *_overall(False, "TuningControllerNotInstalled", msg, gen)]
+    if facts.tuning is not None:
+        return _tuning_conditions(facts.tuning, gen)
     if facts.blocked_reason:
         return [
-            _cond(RESOURCE_READY, False, facts.blocked_reason, facts.blocked_message, gen),
-            _cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending", "waiting for resources: " + facts.blocked_message, gen),
+            _cond(CT.RESOURCE_READY, False, facts.blocked_reason, facts.blocked_message, gen),
+            _cond(CT.INFERENCE_READY, False, "WorkspaceInferenceStatusPending", "waiting for resources: " + facts.blocked_message, gen),
             *_overall(False, "workspacePending", facts.blocked_message, gen),
         ]
 
-    conds: list[dict[str, Any]] = []
+    conds: list[Condition] = []
     prov = facts.provision
     resource_ok = bool(prov and prov.ready)
     if prov is not None:
         for extra in prov.conditions:
             conds.append(_cond(extra.type, extra.status == "True", extra.reason, extra.message, gen))
     if resource_ok:
-        conds.append(_cond(RESOURCE_READY, True, "workspaceResourceStatusSuccess", "workspace resource is ready", gen))
+        resource = _cond(CT.RESOURCE_READY, True, "workspaceResourceStatusSuccess", "workspace resource is ready", gen)
     else:
         reason = (prov.reason if prov else "") or "workspaceResourceStatusNotReady"
         message = (prov.message if prov else "") or "node claim or node status condition not ready"
-        conds.append(_cond(RESOURCE_READY, False, reason, message, gen))
+        resource = _cond(CT.RESOURCE_READY, False, reason, message, gen)
 
     wl = facts.workload
+    pending = "WorkspaceInferenceStatusPending"
     if wl.ready and resource_ok:
-        conds.append(_cond(INFERENCE_READY, True, "WorkspaceInferenceStatusSuccess", "Inference has been deployed successfully", gen))
+        inference = _cond(CT.INFERENCE_READY, True, "WorkspaceInferenceStatusSuccess", "Inference has been deployed successfully", gen)
     elif wl.problem_reason:
-        conds.append(_cond(INFERENCE_READY, False, wl.problem_reason, wl.problem_message, gen))
+        inference = _cond(CT.INFERENCE_READY, False, wl.problem_reason, wl.problem_message, gen)
     elif not resource_ok and not wl.exists:
-        conds.append(_cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending", "waiting for nodes before creating the inference workload", gen))
+        inference = _cond(CT.INFERENCE_READY, False, pending, "waiting for nodes before creating the inference workload", gen)
     else:
-        detail = f" ({wl.ready_replicas}/{wl.replicas} pods ready)" if wl.exists else ""
-        conds.append(_cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending", f"Inference workload is not ready{detail}", gen))
+        # Before the workload exists (the round that creates it) the count is of the planned pods, so
+        # the next round, which reads the new workload with no pod ready, writes nothing new.
+        wanted = wl.replicas if wl.exists else facts.target_nodes
+        detail = f" ({wl.ready_replicas}/{wanted} pods ready)" if wanted else ""
+        inference = _cond(CT.INFERENCE_READY, False, pending, f"Inference workload is not ready{detail}", gen)
+    conds += [resource, inference]
 
-    resource_cond, inference_cond = conds[-2], conds[-1]
-    if resource_ok and inference_cond["status"] == "True":
+    if resource_ok and inference.status == "True":
         conds += _overall(True, "workspaceSucceeded", "workspace succeeds: the inference workload is ready", gen)
     elif not resource_ok:
-        conds += _overall(False, "workspacePending", f"waiting for nodes: {resource_cond['message']}", gen)
+        conds += _overall(False, "workspacePending", f"waiting for nodes: {resource.message}", gen)
     else:
-        conds += _overall(False, "workspacePending", f"waiting for the inference workload: {inference_cond['message']}", gen)
+        conds += _overall(False, "workspacePending", f"waiting for the inference workload: {inference.message}", gen)
     return conds
 
 
-def _state(facts: Facts, conds: Sequence[Mapping[str, Any]], previous: str | None) -> str:
+def _state(facts: Facts, conds: Sequence[Condition], previous: str | None) -> WorkspaceState:
     if facts.invalid_message:
-        return "Failed"
-    if facts.tuning:
-        return "Pending"
-    ready = any(c["type"] == WORKSPACE_READY and c["status"] == "True" for c in conds)
+        return WorkspaceState.FAILED
+    ready = any(c.type == CT.WORKSPACE_READY and c.status == "True" for c in conds)
+    if facts.tuning is not None:
+        if facts.tuning.failed_message:
+            return WorkspaceState.FAILED
+        if ready:
+            return WorkspaceState.SUCCEEDED
+        return WorkspaceState.RUNNING if facts.tuning.job_exists else WorkspaceState.PENDING
     if ready:
-        return "Ready"
-    return "NotReady" if previous in ("Ready", "NotReady") else "Pending"
+        return WorkspaceState.READY
+    return WorkspaceState.NOT_READY if previous in ("Ready", "NotReady") else WorkspaceState.PENDING
 
 
-def build_status(facts: Facts, old: Mapping[str, Any] | None, *, now: str | None = None) -> dict[str, Any]:
+def build_status(facts: Facts, old: Mapping[str, Any] | None, *, now: str | None = None) -> WorkspaceStatus:
     """The full status for ``facts``; conditions whose status did not change keep their time."""
     old = old or {}
     old_conds = {c.get("type"): c for c in old.get("conditions") or []}
     stamp = now or now_rfc3339()
     conditions = []
     for cond in desired_conditions(facts):
-        prior = old_conds.get(cond["type"])
-        same = prior is not None and prior.get("status") == cond["status"] and prior.get("lastTransitionTime")
-        conditions.append({**cond, "lastTransitionTime": prior["lastTransitionTime"] if same and prior else stamp})
-    status: dict[str, Any] = {
-        "conditions": conditions,
-        "state": _state(facts, conditions, old.get("state")),
-        "observedGeneration": facts.generation,
-        "workerNodes": sorted(facts.provision.ready_nodes) if facts.provision else [],
-    }
-    if facts.target_nodes is not None:
-        status["targetNodeCount"] = facts.target_nodes
-    return status
+        prior = old_conds.get(cond.type.value)
+        same = prior is not None and prior.get("status") == cond.status and prior.get("lastTransitionTime")
+        conditions.append(cond.model_copy(update={"last_transition_time": prior["lastTransitionTime"] if same and prior else stamp}))
+    return WorkspaceStatus(
+        conditions=conditions,
+        state=_state(facts, conditions, old.get("state")),
+        observed_generation=facts.generation,
+        worker_nodes=sorted(facts.provision.ready_nodes) if facts.provision else [],
+        target_node_count=facts.target_nodes,
+    )
 
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """Whether writing ``new`` would change anything (conditions compared as a set by type)."""
+    """Whether writing ``new`` (wire form) would change anything (conditions compared as a set by type)."""
     old = dict(old or {})
 
     def norm(s: Mapping[str, Any]) -> dict[str, Any]:

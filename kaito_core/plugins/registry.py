@@ -19,6 +19,8 @@ from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 import pluggy
+import pydantic
+from pydantic import BaseModel
 
 from kaito_core.backends import InferenceBackend
 from kaito_core.errors import NotFoundError, PluginError
@@ -90,6 +92,13 @@ class _Table(Generic[T]):
                 f"plugin {plugin} ({distribution}) registered {item!r} as a {self.kind}, "
                 f"but it is a {type(item).__name__}, not a {self.type_.__name__}"
             )
+        if isinstance(item, BaseModel):
+            problems = model_problems(item)
+            if problems:
+                raise PluginError(
+                    f"plugin {plugin} ({distribution}) registered {self.kind} {getattr(item, 'name', '?')!r} that fails its own "
+                    f"validation: {'; '.join(problems)}; fix the {self.kind} in {distribution}"
+                )
         name = self.name_of(item)
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {plugin} ({distribution}) registered a {self.kind} without a name")
@@ -100,6 +109,32 @@ class _Table(Generic[T]):
                 f"and by {distribution} (plugin {plugin}); uninstall one of them"
             )
         self.items[name] = Registered(item, plugin, distribution)
+
+
+def _unknown_keys(model: BaseModel, path: str) -> list[str]:
+    """Attributes a model carries that are not its fields (a misspelt ``model_copy(update=...)`` key)."""
+    known = type(model).model_fields
+    found = [f"{path}{key}: not a field of {type(model).__name__}" for key in model.__dict__ if key not in known]
+    for key in known:
+        value = getattr(model, key, None)
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        for sub in values:
+            if isinstance(sub, BaseModel):
+                found += _unknown_keys(sub, f"{path}{key}.")
+    return found
+
+
+def model_problems(model: BaseModel) -> list[str]:
+    """Why a registered pydantic item would fail its own model validation, as ``field: problem``.
+
+    ``model_copy(update=...)`` skips validation, so a copy can carry a misspelt key or an
+    out-of-range value; re-validating its data (and looking for unknown attributes) finds both."""
+    problems = _unknown_keys(model, "")
+    try:
+        type(model).model_validate(model.model_dump(warnings=False))
+    except pydantic.ValidationError as exc:
+        problems += [f"{'.'.join(str(p) for p in err['loc']) or '(model)'}: {err['msg']}" for err in exc.errors(include_url=False)]
+    return problems
 
 
 class Registry:
@@ -138,13 +173,17 @@ class Registry:
         return names
 
     def _collect(self, hook_name: str, table: _Table[Any]) -> None:
+        """Call the hook once per plugin, through pluggy (``pm.subset_hook_caller`` keeps its
+        tracing and wrappers), so each item is recorded with the plugin that registered it."""
         caller: pluggy.HookCaller = getattr(self._pm.hook, hook_name)
-        for impl in caller.get_hookimpls():
-            plugin_name = self._pm.get_name(impl.plugin) or repr(impl.plugin)
-            distribution = self._distributions.get(id(impl.plugin), plugin_name)
+        plugins = [impl.plugin for impl in caller.get_hookimpls()]
+        for plugin in plugins:
+            plugin_name = self._pm.get_name(plugin) or repr(plugin)
+            distribution = self._distributions.get(id(plugin), plugin_name)
             register = functools.partial(table.add, plugin=plugin_name, distribution=distribution)
+            only_this = self._pm.subset_hook_caller(hook_name, remove_plugins=[p for p in plugins if p is not plugin])
             try:
-                impl.function(register=register)
+                only_this(register=register)
             except PluginError:
                 raise
             except Exception as exc:  # a broken plugin must not look like a kaito bug

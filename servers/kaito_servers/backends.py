@@ -25,8 +25,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kaito_core.backends import ADAPTERS_DIR, SERVER_PORT, InferenceBackend, ServerSpec, ServingContext
+from kaito_core.backends import InferenceBackend, ServerSpec, ServingContext
 from kaito_core.presets import BackendParams, Preset
+from kaito_core.serving import ADAPTER_STRENGTHS_ENV, ADAPTERS_DIR, SERVER_PORT
+from kaito_core.serving import WEIGHTS_DIR as MODEL_WEIGHTS_DIR
 
 from kaito_servers.errors import ConfigurationError
 
@@ -36,10 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_WEIGHTS_DIR = "/workspace/weights"
-"""Where the inference pod finds the model weights (upstream KAITO's model-weights volume)."""
 SERVER_COMMAND = ("python3", "-m", "kaito_servers", "serve")
-ADAPTER_STRENGTHS_ENV = "KAITO_ADAPTER_STRENGTHS"
 
 
 class _ServerBackend(InferenceBackend):

@@ -14,10 +14,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kaito_core.backends import ADAPTERS_DIR, SERVER_PORT
+from kaito_core.serving import ADAPTER_STRENGTHS_ENV, ADAPTERS_DIR, SERVER_PORT
 
-ADAPTER_STRENGTHS_ENV = "KAITO_ADAPTER_STRENGTHS"
-"""The environment variable the operator sets: a JSON object {adapter name: strength}."""
+__all__ = ["ADAPTER_STRENGTHS_ENV", "ServerSettings"]
 
 
 class ServerSettings(BaseSettings):

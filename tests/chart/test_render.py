@@ -78,12 +78,11 @@ def test_rbac_follows_the_node_provisioner(renders: dict[str, str]) -> None:
     assert _grants(gpu, "karpenter.sh", "nodeclaims") == {"list", "watch", "create", "delete"}
     assert _grants(gpu, "karpenter.sh", "nodepools") == set()
     assert _grants(karpenter, "karpenter.sh", "nodepools") >= {"create", "delete"}
-    for name in ("karpenter", "byo", "aks-workload-identity"):
-        # Read-only: the operator watches NodeClaims whatever the provisioner (see rbac.yaml).
-        assert _grants(documents(renders[name]), "karpenter.sh", "nodeclaims") == {"list", "watch"}, name
     for name in ("byo", "aks-workload-identity"):
+        # No NodeClaim rule at all: the operator watches NodeClaims only for a provisioner whose
+        # capabilities say so (ProvisionerCapabilities.watches_nodeclaims).
         karpenter_rules = [r for r in _rules(documents(renders[name])) if "karpenter.sh" in r["apiGroups"]]
-        assert [r["resources"] for r in karpenter_rules] == [["nodeclaims"]], name
+        assert karpenter_rules == [], name
 
 
 def test_rbac_matches_the_set_the_e2e_suite_proves(renders: dict[str, str]) -> None:

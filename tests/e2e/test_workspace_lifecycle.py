@@ -205,7 +205,8 @@ def test_adapter_change_rolls_the_workload_and_bumps_the_revision(stack: Stack, 
 
 
 def test_steady_state_makes_no_writes(stack: Stack, kube_namespace: str) -> None:
-    """The operator resyncs every 2 s in this suite; 5 resyncs later nothing it owns has changed."""
+    """The operator resyncs every 2 s in this suite; 5 resyncs later nothing it owns has changed,
+    and it has not sent a single API request (its reads come from the watch caches)."""
     ns = kube_namespace
     ws = load_manifest(EXAMPLES[0])
     name = ws["metadata"]["name"]
@@ -223,8 +224,14 @@ def test_steady_state_makes_no_writes(stack: Stack, kube_namespace: str) -> None
         found.update({c["metadata"]["name"]: c["metadata"]["resourceVersion"] for c in nodeclaims(stack, ns, name)})
         return found
 
-    first = versions()
+    def requests() -> float:
+        return sum(v for (metric, _), v in stack.metrics().items() if metric == "kaito_api_requests_total")
+
+    first, sent = versions(), requests()
+    resyncs = stack.metrics()[("kaito_workspace_reconcile_total", (("result", "ok"),))]
     time.sleep(10)
     assert versions() == first
+    assert stack.metrics()[("kaito_workspace_reconcile_total", (("result", "ok"),))] > resyncs  # it did resync
+    assert requests() == sent
     stack.kubectl("delete", "workspace", name, "-n", ns, "--timeout=90s")
     wait_gone(stack, ns, name)

@@ -1,5 +1,5 @@
 """Metrics and structured logs of the operator, driven through the real reconcile and admission
-code with the API server replaced by a small in-memory fake of ``kube.request``."""
+code with the API server replaced by an in-memory fake at the operator's transport."""
 
 from __future__ import annotations
 
@@ -14,52 +14,40 @@ from typing import Any
 
 import kopf
 import pytest
-from kubernetes import client
+from fakeapi import FakeApiServer
 
-import kaito_provisioners.byo
-from kaito_core.operator import handlers, kube
+from kaito_core.operator import wiring
+from kaito_core.operator.context import OperatorContext
+from kaito_core.operator.kube import Kube
 from kaito_core.operator.logs import JsonFormatter
 from kaito_core.operator.metrics import OperatorMetrics, api_verb_and_resource
 from kaito_core.operator.reconciler import Reconciler
-from kaito_core.operator.runtime import OperatorContext
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.plugins import Registry
 from opgolden import load_example
 
 READY_NODE = {
+    "apiVersion": "v1", "kind": "Node",
     "metadata": {"name": "gpu-1", "labels": {"apps": "phi-3"}},
     "spec": {},
     "status": {"conditions": [{"type": "Ready", "status": "True"}], "capacity": {"nvidia.com/gpu": "1"}},
 }
 
 
-class FakeApi:
-    """Answers ``kube.request``: 404 for named GETs, empty lists, and ready workloads on create."""
+class BrokenApi(FakeApiServer):
+    """An API server whose node list fails with something that is not an API error (a bug)."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def __call__(self, api: Any, method: str, path: str, *, body: Any = None, **_: Any) -> dict[str, Any]:
-        self.calls.append((method, path))
-        verb, _resource = api_verb_and_resource(method, path)
-        if verb == "get":
-            raise client.ApiException(status=404, reason="Not Found")
-        if verb == "list":
-            return {"items": []}
-        if method == "POST" and body["kind"] in ("Deployment", "StatefulSet"):
-            replicas = body["spec"].get("replicas", 1)
-            ready = {"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
-            return {**copy.deepcopy(body), "metadata": {**body["metadata"], "generation": 1}, "status": ready}
-        return copy.deepcopy(body) if isinstance(body, dict) else {}
+    def __call__(self, api: Any, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if path == "/api/v1/nodes":
+            raise ZeroDivisionError("boom")
+        return super().__call__(api, method, path, **kwargs)
 
 
-def make_ctx(registry: Registry, monkeypatch: pytest.MonkeyPatch, nodes: list[dict[str, Any]]) -> OperatorContext:
-    """An operator context over the fake API, with byo nodes ``nodes``."""
-    monkeypatch.setattr(kube, "request", FakeApi())
-    monkeypatch.setattr(kaito_provisioners.byo, "list_nodes", lambda api, selector: nodes)
+def make_ctx(registry: Registry, nodes: list[dict[str, Any]], api: FakeApiServer | None = None) -> OperatorContext:
+    """An operator context over an in-memory API server holding the byo nodes ``nodes``."""
     settings = OperatorSettings.load(node_provisioner={"name": "byo"})
     metrics = OperatorMetrics()
-    reconciler = Reconciler(kube.Kube(object(), on_request=metrics.api_request), registry, settings, metrics)  # type: ignore[arg-type]
+    reconciler = Reconciler(Kube(None, on_request=metrics.api_request, send=api or FakeApiServer(*nodes)), registry, settings, metrics)
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     return OperatorContext(settings=settings, registry=registry, reconciler=reconciler, executor=executor, metrics=metrics)
 
@@ -76,8 +64,8 @@ def sample(ctx: OperatorContext, name: str, labels: dict[str, str] | None = None
     return ctx.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
-def test_reconcile_and_admission_fill_every_family(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    waiting = make_ctx(registry, monkeypatch, nodes=[])
+def test_reconcile_and_admission_fill_every_family(registry: Registry) -> None:
+    waiting = make_ctx(registry, nodes=[])
     ws = byo_workspace()
     bad = byo_workspace("bad")
     bad["inference"]["preset"]["name"] = "no-such-preset"
@@ -88,18 +76,19 @@ def test_reconcile_and_admission_fill_every_family(registry: Registry, monkeypat
     assert sample(waiting, "kaito_workspaces", {"state": "Pending"}) == 1
     assert sample(waiting, "kaito_workspaces", {"state": "Failed"}) == 1
 
-    ready = make_ctx(registry, monkeypatch, nodes=[READY_NODE])
-    asyncio.run(ready.reconcile_once(ws))
+    ready = make_ctx(registry, nodes=[READY_NODE])
+    asyncio.run(ready.reconcile_once(ws))  # creates the workload: not ready as read before
+    asyncio.run(ready.reconcile_once(ws))  # reads it ready
     assert sample(ready, "kaito_workspace_reconcile_total", {"result": "ok"}) == 1
     assert sample(ready, "kaito_workspaces", {"state": "Ready"}) == 1
     assert sample(ready, "kaito_workspace_preset_count", {"preset": "phi-3-mini-4k-instruct"}) == 1
-    assert sample(ready, "kaito_workspace_reconcile_duration_seconds_count") == 1
+    assert sample(ready, "kaito_workspace_reconcile_duration_seconds_count") == 2
     assert sample(ready, "kaito_api_requests_total", {"verb": "create", "resource": "deployments"}) == 1
-    assert sample(ready, "kaito_api_requests_total", {"verb": "patch", "resource": "workspaces/status"}) == 1
+    assert sample(ready, "kaito_api_requests_total", {"verb": "patch", "resource": "workspaces/status"}) == 2  # pending, then ready
 
-    handlers.admit(ready, ws, None, "CREATE")
+    wiring.admit(ready, ws, None, "CREATE")
     with pytest.raises(kopf.AdmissionError):
-        handlers.admit(ready, bad, None, "CREATE")
+        wiring.admit(ready, bad, None, "CREATE")
     assert sample(ready, "kaito_admission_requests_total", {"result": "allowed"}) == 1
     assert sample(ready, "kaito_admission_requests_total", {"result": "denied"}) == 1
 
@@ -113,9 +102,8 @@ def test_reconcile_and_admission_fill_every_family(registry: Registry, monkeypat
         ctx.executor.shutdown()
 
 
-def test_an_unexpected_error_is_counted_as_error(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    ctx = make_ctx(registry, monkeypatch, nodes=[])
-    monkeypatch.setattr(kaito_provisioners.byo, "list_nodes", lambda api, selector: 1 / 0)
+def test_an_unexpected_error_is_counted_as_error(registry: Registry) -> None:
+    ctx = make_ctx(registry, nodes=[], api=BrokenApi())
     asyncio.run(ctx.reconcile_once(byo_workspace()))
     assert sample(ctx, "kaito_workspace_reconcile_total", {"result": "error"}) == 1
     ctx.executor.shutdown()

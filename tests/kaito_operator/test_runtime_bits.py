@@ -13,7 +13,7 @@ from cryptography import x509
 from kaito_core.errors import NotReadyError, ProvisioningError, ValidationError, FieldError
 from kaito_core.operator.boundary import to_kopf
 from kaito_core.operator.certs import ensure_certificates
-from kaito_core.operator.runtime import Pokes, fingerprint
+from kaito_core.operator.pokes import Pokes, fingerprint
 from kaito_core.operator.settings import OperatorSettings
 
 
@@ -71,3 +71,26 @@ def test_the_boundary_maps_our_errors_to_kopf() -> None:
     assert isinstance(to_kopf(ProvisioningError("quota", retryable=False)), kopf.PermanentError)
     assert isinstance(to_kopf(ProvisioningError("throttled")), kopf.TemporaryError)
     assert to_kopf(ZeroDivisionError()) is None
+
+
+def test_the_boundary_table_gives_result_status_delay_setting_and_event() -> None:
+    from kubernetes import client
+
+    from kaito_core.errors import NotFoundError
+    from kaito_core.operator.boundary import classify
+    from kaito_core.operator.settings import RequeueSettings
+
+    s = RequeueSettings(provisioning_s=31, conflict_s=2, api_error_s=7, error_s=11, invalid_s=601)
+    retry = classify(ProvisioningError("throttled", reason="Throttled"), s, generation=3)
+    assert (retry.result, retry.delay_s, retry.event_reason) == ("requeue", 31, "ProvisioningFailed")
+    assert retry.facts is not None and retry.facts.blocked_reason == "Throttled" and retry.facts.generation == 3
+    invalid = classify(ValidationError([FieldError("resource.count", "bad")]), s)
+    assert (invalid.result, invalid.delay_s) == ("invalid", 601) and invalid.facts and "resource.count" in invalid.facts.invalid_message
+    missing = classify(NotFoundError("preset 'x' is not installed"), s)
+    assert missing.result == "invalid" and missing.facts and missing.facts.blocked_reason == "NotFoundError"
+    assert classify(client.ApiException(status=409), s).delay_s == 2
+    assert classify(client.ApiException(status=500), s).delay_s == 7
+    bug = classify(ZeroDivisionError(), s)
+    assert (bug.result, bug.delay_s, bug.facts) == ("error", 11, None)
+    waiting = classify(NotReadyError("nodes", delay=3), s)
+    assert (waiting.result, waiting.delay_s, waiting.facts, waiting.event_reason) == ("requeue", 3, None, None)

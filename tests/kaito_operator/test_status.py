@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from kaito_core.operator.status import Facts, WorkloadFacts, build_status, classify_pod, status_changed
+import re
+
+import yaml
+from opgolden import ROOT
+
+from kaito_core.operator import status as status_module
+from kaito_core.operator.status import Facts, TuningFacts, WorkloadFacts, classify_pod, status_changed
 from kaito_core.provisioners import NodeCondition, ProvisionResult
 
 T0, T1 = "2026-11-22T04:00:00Z", "2026-11-22T04:05:00Z"
@@ -15,6 +21,11 @@ READY = ProvisionResult(
     ready=True, ready_nodes=("aks-ws0123abcde-12345678-vmss000000",),
     conditions=(NodeCondition(type="NodeClaimReady", status="True", reason="NodeClaimsReady", message="Enough NodeClaims are ready"),),
 )
+
+
+def build_status(facts: Facts, old: dict | None, *, now: str) -> dict:
+    """The status as written (wire form)."""
+    return status_module.build_status(facts, old, now=now).to_wire()
 
 
 def conds(status: dict) -> dict[str, dict]:
@@ -56,7 +67,7 @@ def test_message_change_keeps_transition_time_and_not_ready_after_ready() -> Non
 def test_invalid_and_tuning_workspaces_say_so() -> None:
     invalid = build_status(Facts(generation=2, invalid_message="Workspace 'x' is invalid (1 problem):\n  - resource.instanceType: unknown"), None, now=T0)
     assert invalid["state"] == "Failed" and "resource.instanceType" in conds(invalid)["WorkspaceReady"]["message"]
-    tuning = build_status(Facts(generation=1, tuning=True), None, now=T0)
+    tuning = build_status(Facts(generation=1, tuning=TuningFacts()), None, now=T0)
     assert conds(tuning)["JobStarted"]["reason"] == "TuningControllerNotInstalled"
 
 
@@ -72,3 +83,40 @@ def test_pod_failures_are_classified() -> None:
     assert unsched and unsched[0] == "Unschedulable" and "Insufficient nvidia.com/gpu" in unsched[1]
     assert classify_pod(pod(reason="Evicted", message="low on memory"))[0] == "PodEvicted"
     assert classify_pod(pod(phase="Running")) is None
+
+
+def written_condition_types() -> set[str]:
+    """Every condition type the operator writes, over every branch of the status builder
+    (invalid, tuning, blocked, waiting for nodes, waiting for the workload, failing, ready)."""
+    scenarios = [
+        Facts(generation=1, invalid_message="bad"),
+        Facts(generation=1, tuning=TuningFacts()),
+        Facts(generation=1, tuning=TuningFacts(controller_available=True, job_exists=True, succeeded=True)),
+        Facts(generation=1, blocked_reason="PluginMissing", blocked_message="install it"),
+        Facts(generation=1, provision=NOT_READY),
+        Facts(generation=1, provision=READY, workload=WorkloadFacts(exists=True, problem_reason="ImagePullError", problem_message="x")),
+        Facts(generation=1, provision=READY, workload=WorkloadFacts(exists=True, ready=True, replicas=1, ready_replicas=1)),
+    ]
+    return {c["type"] for f in scenarios for c in build_status(f, None, now=T0)["conditions"]}
+
+
+def test_every_condition_the_operator_writes_is_in_the_crd_enum_and_every_column_is_written() -> None:
+    crd = yaml.safe_load((ROOT / "charts/kaito/crds/kaito.sh_workspaces.yaml").read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["storage"])
+    schema = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]["items"]["properties"]
+    enum = set(schema["type"]["enum"])
+    written = written_condition_types()
+    assert written <= enum, f"written but refused by the CRD: {written - enum}"
+    assert {"ResourceReady", "InferenceReady", "JobStarted", "WorkspaceSucceeded", "WorkspaceReady", "NodeClaimReady"} <= written
+    columns = [c["jsonPath"] for c in version["additionalPrinterColumns"] if "conditions" in c["jsonPath"]]
+    shown = {re.search(r'@\.type=="(\w+)"', p).group(1) for p in columns}  # type: ignore[union-attr]
+    assert shown <= written, f"printer columns nothing writes: {shown - written}"
+    states = set(version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["state"]["enum"])
+    assert {"Pending", "Ready", "NotReady", "Failed", "Succeeded"} <= states
+
+
+def test_creating_the_workload_and_reading_it_back_unready_write_the_same_status() -> None:
+    creating = build_status(Facts(generation=1, target_nodes=1, provision=READY), None, now=T0)
+    read_back = build_status(Facts(generation=1, target_nodes=1, provision=READY, workload=WorkloadFacts(exists=True, replicas=1)), creating, now=T1)
+    assert "(0/1 pods ready)" in conds(creating)["InferenceReady"]["message"]
+    assert not status_changed(creating, read_back)

@@ -39,6 +39,14 @@ The operator's KAITO_* environment, one variable per settings field.
   value: {{ .Values.requeue.resyncS | toString | quote }}
 - name: KAITO_REQUEUE__DELETE_S
   value: {{ .Values.requeue.deleteS | toString | quote }}
+- name: KAITO_REQUEUE__PROVISIONING_S
+  value: {{ .Values.requeue.provisioningS | toString | quote }}
+- name: KAITO_REQUEUE__CONFLICT_S
+  value: {{ .Values.requeue.conflictS | toString | quote }}
+- name: KAITO_REQUEUE__API_ERROR_S
+  value: {{ .Values.requeue.apiErrorS | toString | quote }}
+- name: KAITO_REQUEUE__ERROR_S
+  value: {{ .Values.requeue.errorS | toString | quote }}
 - name: KAITO_IMAGES__REGISTRY
   value: {{ .Values.global.imageRegistry | default .Values.images.registry | trimSuffix "/" | quote }}
 - name: KAITO_IMAGES__BASE

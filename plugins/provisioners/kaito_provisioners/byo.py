@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaito_core.provisioners import NodeProvisioner, NodeRequest, ProvisionResult
-from kaito_provisioners.kube import list_nodes
+from kaito_core.provisioners import NodeClient, NodeProvisioner, NodeRequest, ProvisionerCapabilities, ProvisionResult
 from kaito_provisioners.nodes import NodeFacts, matches_expressions, selector_string
 
 
@@ -14,8 +13,9 @@ class ByoProvisioner(NodeProvisioner):
 
     name = "byo"
     description = "bring-your-own nodes: no provisioning; uses Ready nodes matching resource.labelSelector"
+    capabilities = ProvisionerCapabilities(creates_nodes=False)
 
-    def ensure_nodes(self, api: Any, request: NodeRequest) -> ProvisionResult:
+    def ensure_nodes(self, nodes: NodeClient, request: NodeRequest) -> ProvisionResult:
         """Count the Ready (GPU) nodes that match the selector."""
         if not request.match_labels:
             return ProvisionResult(
@@ -23,11 +23,11 @@ class ByoProvisioner(NodeProvisioner):
                 message="resource.labelSelector.matchLabels is empty; label your nodes and select them there",
                 retry_after_s=30.0,
             )
-        nodes = [
-            n for n in list_nodes(api, selector_string(request.match_labels))
+        matching = [
+            n for n in nodes.list_nodes(request.match_labels)
             if matches_expressions((n.get("metadata") or {}).get("labels") or {}, request.match_expressions)
         ]
-        facts = [NodeFacts.of(n) for n in nodes]
+        facts = [NodeFacts.of(n) for n in matching]
         usable = sorted(f.name for f in facts if f.usable(gpu=request.gpu))
         if len(usable) >= request.count:
             return ProvisionResult(ready_nodes=tuple(usable[: request.count]), ready=True)
@@ -39,7 +39,7 @@ class ByoProvisioner(NodeProvisioner):
             message = f"{len(usable)}/{request.count} nodes matching {selector} are ready" + (f": {why}" if why else "")
         return ProvisionResult(ready_nodes=tuple(usable), ready=False, reason="NodeNotReady", message=message, retry_after_s=10.0)
 
-    def delete_nodes(self, api: Any, *, workspace: str, namespace: str) -> bool:
+    def delete_nodes(self, nodes: NodeClient, *, workspace: str, namespace: str) -> bool:
         """Nothing was provisioned, so nothing to delete."""
         return True
 

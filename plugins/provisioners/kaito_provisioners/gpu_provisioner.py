@@ -11,24 +11,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes import client
-
+from kaito_core.api.workspace import ConditionType
 from kaito_core.errors import ProvisioningError
-from kaito_core.provisioners import NodeCondition, NodeProvisioner, NodeRequest, ProvisionResult
-from kaito_provisioners.kube import list_nodes, read_json, status_code
+from kaito_core.provisioners import (
+    NODECLAIM_CRD,
+    ApiConflict,
+    ApiRefused,
+    NodeClient,
+    NodeCondition,
+    NodeProvisioner,
+    NodeRequest,
+    ProvisionerCapabilities,
+    ProvisionResult,
+    ResourceNotServed,
+)
 from kaito_provisioners.nodeclaim import (
-    GROUP,
-    PLURAL,
-    VERSION,
     build_nodeclaim,
     first_failing_condition,
     is_deleting,
     nodeclaim_name,
     owner_labels,
 )
-from kaito_provisioners.nodes import NodeFacts, condition, selector_string
+from kaito_provisioners.nodes import NodeFacts, condition
 
-NODECLAIM_READY = "NodeClaimReady"
+NODECLAIM_READY = ConditionType.NODE_CLAIM_READY
 CRD_MISSING = (
     "the Karpenter NodeClaim CRD (nodeclaims.karpenter.sh, version v1) is not installed; install "
     "charts/kaito/crds/karpenter.sh_nodeclaims.yaml and Azure's gpu-provisioner, or run the operator "
@@ -41,42 +47,41 @@ class GpuProvisioner(NodeProvisioner):
 
     name = "gpu-provisioner"
     description = "Karpenter karpenter.sh/v1 NodeClaims, served by Azure's gpu-provisioner (one AKS agent pool per node)"
+    capabilities = ProvisionerCapabilities(creates_nodes=True, required_crds=(NODECLAIM_CRD,), watches_nodeclaims=True)
 
     # -- reads ---------------------------------------------------------------------------------
 
     @staticmethod
-    def list_nodeclaims(api: client.ApiClient, *, workspace: str, namespace: str) -> list[dict[str, Any]]:
-        """The workspace's NodeClaims (found by labels), sorted by name."""
+    def list_nodeclaims(nodes: NodeClient, *, workspace: str, namespace: str) -> list[dict[str, Any]]:
+        """The workspace's NodeClaims (found by labels), sorted by name.
+
+        Raises:
+            ProvisioningError: the NodeClaim CRD is not installed.
+        """
         try:
-            resp = client.CustomObjectsApi(api).list_cluster_custom_object(
-                GROUP, VERSION, PLURAL,
-                label_selector=selector_string(owner_labels(workspace, namespace)),
-                _preload_content=False,
-            )
-        except client.ApiException as exc:
-            if status_code(exc) == 404:
-                raise ProvisioningError(CRD_MISSING, reason="NodeClaimCRDMissing") from exc
-            raise
-        items: list[dict[str, Any]] = read_json(resp).get("items") or []
+            items = nodes.list_nodeclaims(owner_labels(workspace, namespace))
+        except ResourceNotServed as exc:
+            raise ProvisioningError(CRD_MISSING, reason="NodeClaimCRDMissing") from exc
         return sorted(items, key=lambda c: c["metadata"]["name"])
 
     # -- the interface -------------------------------------------------------------------------
 
-    def ensure_nodes(self, api: Any, request: NodeRequest) -> ProvisionResult:
+    def ensure_nodes(self, nodes: NodeClient, request: NodeRequest) -> ProvisionResult:
         """Create missing NodeClaims, delete surplus ones, and report readiness."""
-        custom = client.CustomObjectsApi(api)
-        claims = self.list_nodeclaims(api, workspace=request.workspace, namespace=request.namespace)
+        claims = self.list_nodeclaims(nodes, workspace=request.workspace, namespace=request.namespace)
         live = [c for c in claims if not is_deleting(c)]
 
         created: list[str] = []
         for _ in range(request.count - len(live)):
-            created.append(self._create(custom, request))
+            created.append(self._create(nodes, request))
         surplus = self._surplus(live, request.count)
         for claim in surplus:
-            self._delete(custom, claim["metadata"]["name"])
+            nodes.delete_nodeclaim(claim["metadata"]["name"])
         live = [c for c in live if c not in surplus]
 
-        nodes = {n["metadata"]["name"]: NodeFacts.of(n) for n in list_nodes(api, selector_string(owner_labels(request.workspace, request.namespace)))}
+        node_facts = {
+            n["metadata"]["name"]: NodeFacts.of(n) for n in nodes.list_nodes(owner_labels(request.workspace, request.namespace))
+        }
         ready_nodes: list[str] = []
         problems: list[str] = []
         ready_claims = 0
@@ -88,7 +93,7 @@ class GpuProvisioner(NodeProvisioner):
                 continue
             ready_claims += 1
             node_name = (claim.get("status") or {}).get("nodeName")
-            facts = nodes.get(node_name or "")
+            facts = node_facts.get(node_name or "")
             if facts is None:
                 problems.append(f"NodeClaim {name} is Ready but its node {node_name or '(status.nodeName empty)'} is not found")
             elif request.instance_type and facts.instance_type not in (None, request.instance_type):
@@ -117,16 +122,15 @@ class GpuProvisioner(NodeProvisioner):
             retry_after_s=2.0 if created else 5.0,
         )
 
-    def delete_nodes(self, api: Any, *, workspace: str, namespace: str) -> bool:
+    def delete_nodes(self, nodes: NodeClient, *, workspace: str, namespace: str) -> bool:
         """Delete the workspace's NodeClaims (gpu-provisioner then deletes the agent pools)."""
         try:
-            claims = self.list_nodeclaims(api, workspace=workspace, namespace=namespace)
+            claims = self.list_nodeclaims(nodes, workspace=workspace, namespace=namespace)
         except ProvisioningError:
             return True  # no NodeClaim CRD: nothing of ours can exist (upstream issue #1899)
-        custom = client.CustomObjectsApi(api)
         for claim in claims:
             if not is_deleting(claim):
-                self._delete(custom, claim["metadata"]["name"])
+                nodes.delete_nodeclaim(claim["metadata"]["name"])
         return not claims
 
     def node_affinity_terms(self, request: NodeRequest) -> list[dict[str, Any]]:
@@ -138,31 +142,21 @@ class GpuProvisioner(NodeProvisioner):
     # -- helpers -------------------------------------------------------------------------------
 
     @staticmethod
-    def _create(custom: client.CustomObjectsApi, request: NodeRequest) -> str:
+    def _create(nodes: NodeClient, request: NodeRequest) -> str:
         for _attempt in range(5):
             name = nodeclaim_name(request.namespace, request.workspace)
             try:
-                custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, build_nodeclaim(request, name))
+                nodes.create_nodeclaim(build_nodeclaim(request, name))
                 return name
-            except client.ApiException as exc:
-                if status_code(exc) == 409:
-                    continue  # name collision: draw another
-                if status_code(exc) == 404:
-                    raise ProvisioningError(CRD_MISSING, reason="NodeClaimCRDMissing") from exc
-                if status_code(exc) in (400, 422):
-                    raise ProvisioningError(
-                        f"the API server refused NodeClaim {name}: {exc.body}", reason="NodeClaimInvalid", retryable=False
-                    ) from exc
-                raise
+            except ApiConflict:
+                continue  # name collision: draw another
+            except ResourceNotServed as exc:
+                raise ProvisioningError(CRD_MISSING, reason="NodeClaimCRDMissing") from exc
+            except ApiRefused as exc:
+                raise ProvisioningError(
+                    f"the API server refused NodeClaim {name}: {exc}", reason="NodeClaimInvalid", retryable=False
+                ) from exc
         raise ProvisioningError("could not find a free NodeClaim name in 5 tries", reason="NodeClaimNameCollision")
-
-    @staticmethod
-    def _delete(custom: client.CustomObjectsApi, name: str) -> None:
-        try:
-            custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        except client.ApiException as exc:
-            if status_code(exc) != 404:
-                raise
 
     @staticmethod
     def _surplus(live: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-GPU_RESOURCE = "nvidia.com/gpu"
+from kaito_core.serving import GPU_RESOURCE
+
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from kaito_core.operator.kube import make_api_client
+from kaito_core.operator.kube import Kube, make_api_client
+from kaito_core.operator.nodeclient import KubeNodeClient
 from kaito_localcluster.kubeapi import wait_for
 from kaito_core.provisioners import NodeRequest
 from kaito_provisioners import ByoProvisioner, GpuProvisioner
@@ -19,9 +20,10 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def api(local_cluster: Any) -> Iterator[Any]:
+def api(local_cluster: Any) -> Iterator[KubeNodeClient]:
+    """The operator's node client over the real API server (no watch caches: every read is a request)."""
     client = make_api_client(str(local_cluster.kubeconfig))
-    yield client
+    yield KubeNodeClient(Kube(client))
     client.close()
 
 

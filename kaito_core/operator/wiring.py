@@ -1,5 +1,10 @@
-"""kopf handlers: thin, each with an explicit ``id=``; they translate between kopf and the
-reconciler and nothing else.
+"""The kopf wiring: every handler of the operator, thin, each with an explicit ``id=``; they
+translate between kopf and the reconciler and nothing else.
+
+The indexes (``@kopf.index``) are the watch caches of :mod:`kaito_core.operator.cache`: kopf
+keeps the latest body of every NodeClaim, Node, Deployment, StatefulSet, Service and inference
+Pod in memory and starts no other handler before all of them are listed, so the reconciler
+reads from memory. The event handlers on the same objects wake the owning workspace.
 
 Why a daemon per Workspace rather than ``on.create``/``on.update`` with retries: kopf's retry
 delay of a change handler cannot be cut short by an event on *another* resource, but a
@@ -24,9 +29,12 @@ import kopf
 from kaito_core.api.labels import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito_core.api.workspace import GROUP, PLURAL, STORAGE_VERSION
 from kaito_core.errors import ValidationError
-from kaito_core.operator import contracts
+from kaito_core.operator import checks
 from kaito_core.operator.boundary import kopf_errors, to_kopf
-from kaito_core.operator.runtime import OperatorContext, fingerprint
+from kaito_core.operator.cache import ALL, INDEX_IDS, object_key, slim
+from kaito_core.operator.context import OperatorContext
+from kaito_core.operator.pokes import fingerprint
+from kaito_core.provisioners import ProvisionerCapabilities
 
 log = logging.getLogger(__name__)
 SPEC_FIELDS = ("resource", "inference", "tuning")
@@ -37,9 +45,14 @@ def _ctx(memo: Any) -> OperatorContext:
     return ctx
 
 
-def make_registry() -> kopf.OperatorRegistry:
-    """A kopf registry with every handler of the operator (no global registry is touched)."""
+def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.OperatorRegistry:
+    """A kopf registry with every handler of the operator (no global registry is touched).
+
+    NodeClaims are watched only when the provisioner reads them (``capabilities``)."""
     registry = kopf.OperatorRegistry()
+    capabilities = capabilities or ProvisionerCapabilities(watches_nodeclaims=True)
+    owner_labels = {LABEL_WORKSPACE: kopf.PRESENT, LABEL_WORKSPACE_NAMESPACE: kopf.PRESENT}
+    workspace_label = {LABEL_WORKSPACE: kopf.PRESENT}
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -48,10 +61,49 @@ def make_registry() -> kopf.OperatorRegistry:
 
     # -- workspaces ---------------------------------------------------------------------------
 
+    # -- watch caches (kopf lists these before any other handler runs) ----------------------------
+
+    if capabilities.watches_nodeclaims:
+
+        @kopf.index("karpenter.sh", "v1", "nodeclaims", id=INDEX_IDS["NodeClaim"], labels=owner_labels, registry=registry)
+        def index_nodeclaims(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+            """Every NodeClaim of a workspace."""
+            return {ALL: slim("NodeClaim", body)}
+
+    @kopf.index("", "v1", "nodes", id=INDEX_IDS["Node"], registry=registry)
+    def index_nodes(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+        """Every Node (bring-your-own nodes are selected by the user's labels)."""
+        return {ALL: slim("Node", body)}
+
+    @kopf.index("apps", "v1", "deployments", id=INDEX_IDS["Deployment"], labels=workspace_label, registry=registry)
+    def index_deployments(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+        """The single-node inference workloads by (namespace, name)."""
+        return {object_key(body): slim("Deployment", body)}
+
+    @kopf.index("apps", "v1", "statefulsets", id=INDEX_IDS["StatefulSet"], labels=workspace_label, registry=registry)
+    def index_statefulsets(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+        """The multi-node inference workloads by (namespace, name)."""
+        return {object_key(body): slim("StatefulSet", body)}
+
+    @kopf.index("", "v1", "services", id=INDEX_IDS["Service"], labels=workspace_label, registry=registry)
+    def index_services(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+        """The workspaces' Services by (namespace, name)."""
+        return {object_key(body): slim("Service", body)}
+
+    @kopf.index("", "v1", "pods", id=INDEX_IDS["Pod"], labels=workspace_label, registry=registry)
+    def index_pods(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+        """The inference pods by (namespace, name)."""
+        return {object_key(body): slim("Pod", body)}
+
+    # -- workspaces ---------------------------------------------------------------------------
+
     @kopf.daemon(GROUP, STORAGE_VERSION, PLURAL, id="reconcile", registry=registry, cancellation_timeout=30.0)
-    async def reconcile_workspace(*, stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    async def reconcile_workspace(
+        *, stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str | None, name: str, memo: Any, **kwargs: Any
+    ) -> None:
         """Reconcile until stopped; sleep between rounds until the delay passes or something is poked."""
         ctx = _ctx(memo)
+        ctx.cache.bind(kwargs)
         key = (namespace or "", name)
         poke = ctx.pokes.register(key)
         try:
@@ -72,20 +124,21 @@ def make_registry() -> kopf.OperatorRegistry:
             ctx.metrics.workspace_gone(ns, name)
 
     @kopf.on.delete(GROUP, STORAGE_VERSION, PLURAL, id="finalize", registry=registry)
-    async def finalize_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def finalize_workspace(*, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         """Delete the workspace's NodeClaims (and cloud nodes) before the finalizer is removed."""
         ctx = _ctx(memo)
-        with kopf_errors(ctx.settings.requeue.delete_s):
+        ctx.cache.bind(kwargs)
+        with kopf_errors(ctx.settings.requeue):
             await ctx.in_thread(ctx.reconciler.finalize, copy.deepcopy(dict(body)))
 
     # -- owned objects poke their workspace -----------------------------------------------------
 
-    owner_labels = {LABEL_WORKSPACE: kopf.PRESENT, LABEL_WORKSPACE_NAMESPACE: kopf.PRESENT}
+    if capabilities.watches_nodeclaims:
 
-    @kopf.on.event("karpenter.sh", "v1", "nodeclaims", id="watch-nodeclaim", labels=owner_labels, registry=registry)
-    async def nodeclaim_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-        """A NodeClaim moved: wake its workspace."""
-        _poke_by_labels(memo, "NodeClaim", body, fingerprint.conditions(body), deleted=type == "DELETED")
+        @kopf.on.event("karpenter.sh", "v1", "nodeclaims", id="watch-nodeclaim", labels=owner_labels, registry=registry)
+        async def nodeclaim_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
+            """A NodeClaim moved: wake its workspace."""
+            _poke_by_labels(memo, "NodeClaim", body, fingerprint.conditions(body), deleted=type == "DELETED")
 
     @kopf.on.event("", "v1", "nodes", id="watch-node", labels=owner_labels, registry=registry)
     async def node_event(*, type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -145,7 +198,7 @@ def _check_admission(ctx: OperatorContext, body: Mapping[str, Any], old: Mapping
         return  # metadata-only updates (finalizers, annotations) and deletions always pass
     previous = {k: v for k, v in copy.deepcopy(dict(old)).items() if k != "status"} if old and operation == "UPDATE" else None
     try:
-        contracts.check(
+        checks.check(
             obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider, provisioner=ctx.settings.node_provisioner.name
         )
     except ValidationError as exc:

@@ -1,0 +1,49 @@
+"""The serving contract: what the operator and the inference servers agree on, defined once.
+
+The operator builds inference pods (:mod:`kaito_core.operator.manifests`) and kaito-servers runs
+inside them (``servers/kaito_servers``); both import these names from here, so a directory, a
+port or an environment variable cannot drift between the two sides. It imports nothing heavy
+(no ML library, no Kubernetes client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from kaito_core.api.labels import ANNOTATION_RUNTIME
+
+if TYPE_CHECKING:
+    from kaito_core.presets import Preset
+
+WEIGHTS_DIR = "/workspace/weights"
+"""Where the inference pod keeps the model weights (upstream KAITO's model-weights volume); the
+weights downloader writes there and the server loads ``--model`` from there."""
+ADAPTERS_DIR = "/mnt/adapter"
+"""Where LoRA adapters are mounted in inference pods: one directory per adapter name."""
+ADAPTER_STRENGTHS_ENV = "KAITO_ADAPTER_STRENGTHS"
+"""Environment variable carrying the adapters' strengths: a JSON object ``{name: strength}``."""
+SERVER_PORT = 5000
+"""The port every inference server listens on inside the pod (the Service maps port 80 to it)."""
+SERVICE_HTTP_PORT = 80
+"""The workspace Service's HTTP port."""
+DISTRIBUTED_PORT = 29500
+"""torch.distributed rendezvous port (container and Service) for multi-node inference."""
+HEALTH_PATH = "/health"
+"""HTTP path that answers 200 once the model is loaded (startup, readiness and liveness probes)."""
+GPU_RESOURCE = "nvidia.com/gpu"
+"""The extended resource name of a GPU (node capacity, pod requests and limits, the GPU taint key)."""
+
+
+def choose_backend(preset: Preset, annotations: Mapping[str, str], default: str | None = None) -> str:
+    """The name of the backend that serves ``preset``: the kaito.sh/runtime annotation when set,
+    else ``default`` when the preset offers it, else the preset's first backend.
+
+    The one rule for validation, admission and the reconciler (it does not check that the
+    backend is installed or offered; validation reports that)."""
+    chosen = annotations.get(ANNOTATION_RUNTIME)
+    if chosen:
+        return chosen
+    if default and default in preset.backends:
+        return default
+    return preset.default_backend
