@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import yaml
 
 from .build import BinarySet, ensure_binaries
+from .imagebuild import BuiltImage
 from .kubeapi import ApiError, KubeApi, wait_for
 from .node import HostLease, NodeError, RealNode, cleanup_node, create_bridge
 from .nodebuild import NodeTools, ensure_node_tools
@@ -497,7 +498,14 @@ class LocalCluster:
             self._cleanup_dir()
 
     def _terminate(self) -> None:
-        self._stop_node()
+        self._stop_node_processes()
+        try:
+            self._terminate_control_plane()
+        finally:
+            # After the apiserver: it deletes its lease through the bridge address on the way out.
+            self._cleanup_node_host()
+
+    def _terminate_control_plane(self) -> None:
         if not self.processes:
             return
         order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
@@ -648,16 +656,21 @@ class LocalCluster:
 
         self._wait(up, f"local registry https://{registry_address()}", deadline, "docker-registry")
 
-    def _stop_node(self) -> None:
-        """Stop the node's processes and undo every change it made to the host."""
+    def _stop_node_processes(self) -> None:
+        """Stop kube-proxy and the kubelet, remove every pod through CRI, stop containerd and the registry."""
         if self._lease is None:
             return
         by_name = {p.name: p for p in self.processes}
         stop_processes([by_name[n] for n in ("kube-proxy", "kubelet") if n in by_name])
         if self.node is not None and "containerd" in by_name and by_name["containerd"].alive():
             self.node.remove_pods()
-        stop_processes([by_name[n] for n in ("containerd",) if n in by_name])
+        stop_processes([by_name[n] for n in ("containerd", "docker-registry") if n in by_name])
         self.processes = [p for p in self.processes if p.name not in _NODE_PROCESSES]
+
+    def _cleanup_node_host(self) -> None:
+        """Undo every change the node made to the host and release the machine's real-node lock."""
+        if self._lease is None:
+            return
         removed = cleanup_node(self._lease.node_dir)
         log.info("real node cleaned up: %s", ", ".join(removed) or "nothing to undo")
         self._lease.release()
@@ -1030,6 +1043,12 @@ class LocalCluster:
             on_timeout=lambda: f"kwok log tail:\n{self.process('kwok').log_tail(20)}",
         )
         return result
+
+    def push_image(self, image: BuiltImage, repo: str | None = None, tag: str | None = None) -> str:
+        """Push a built image to the real node's registry; return ``127.0.0.1:<port>/<repo>:<tag>``."""
+        if self.registry is None:
+            raise ClusterError("this cluster has no real node, hence no local registry (start it with real_node=True)")
+        return self.registry.push(image, repo or image.name, tag or image.tag)
 
     def issue_serving_cert(self, dns_names: Sequence[str] = ("localhost",), ips: Sequence[str] = ("127.0.0.1",)) -> tuple[bytes, bytes]:
         """Issue a serving cert signed by the cluster CA (for local webhooks); returns PEMs."""

@@ -64,11 +64,13 @@ class DebianRootfs:
     packages: tuple[str, ...]
     hooks: tuple[str, ...] = ()
     copy_in: tuple[tuple[Path, str], ...] = ()
+    options: tuple[str, ...] = ()
+    """Extra mmdebstrap options (e.g. ``--dpkgopt=path-exclude=/usr/share/doc/*``)."""
     suite: str = SUITE
 
     def key(self) -> str:
         """Cache key of the layer."""
-        parts: list[str] = ["rootfs-v1", self.suite, *sorted(self.packages), *self.hooks]
+        parts: list[str] = ["rootfs-v1", self.suite, *sorted(self.packages), *self.hooks, *self.options]
         for host, target in self.copy_in:
             files = sorted(p for p in host.rglob("*") if p.is_file())
             parts += [target, *(f"{p.relative_to(host)}={file_digest(p)}" for p in files)]
@@ -86,7 +88,7 @@ class DebianRootfs:
         with tempfile.TemporaryDirectory(prefix="rootfs-", dir=layout.root) as tmp:
             out = Path(tmp) / "rootfs.tar"
             cmd = [mmdebstrap, "--variant=minbase", "--mode=root", "--format=tar", "--quiet",
-                   f"--include={','.join(self.packages)}"]
+                   f"--include={','.join(self.packages)}", *self.options]
             for host, target in self.copy_in:
                 cmd.append(f"--customize-hook=mkdir -p \"$1{target}\" && cp -a {host}/. \"$1{target}\"")
             for hook in self.hooks:
@@ -139,6 +141,7 @@ class FilesLayer:
 LayerStep = DebianRootfs | FilesLayer
 
 
+
 @dataclasses.dataclass(frozen=True)
 class ImageSpec:
     """A named image: layer steps and config."""
@@ -161,6 +164,24 @@ class BuiltImage:
     def ref(self) -> str:
         """``name:tag`` (no registry)."""
         return f"{self.name}:{self.tag}"
+
+
+#: The unprivileged user of the images built here.
+IMAGE_UID = 1000
+#: mmdebstrap hook that adds the user ``kaito`` (uid/gid 1000) with a home directory.
+USER_HOOK = f'chroot "$1" useradd --uid {IMAGE_UID} --user-group --create-home --shell /usr/sbin/nologin kaito'
+#: dpkg excludes that keep root filesystems small (docs, man pages, translations).
+SLIM_OPTIONS: tuple[str, ...] = (
+    "--dpkgopt=path-exclude=/usr/share/doc/*",
+    "--dpkgopt=path-exclude=/usr/share/man/*",
+    "--dpkgopt=path-exclude=/usr/share/locale/*",
+    "--dpkgopt=path-exclude=/usr/share/info/*",
+)
+#: curl + busybox (sh, httpd, nc...) as uid 1000: the project's ``kaito/curl`` image and the test
+#: workloads of the real-node tests share this one cached layer.
+TOOLBOX_ROOTFS = DebianRootfs(("curl", "ca-certificates", "busybox"), hooks=(USER_HOOK,), options=SLIM_OPTIONS)
+TOOLBOX_CONFIG = ImageConfig(cmd=("curl", "--version"), user=f"{IMAGE_UID}:{IMAGE_UID}")
+TOOLBOX_IMAGE = ImageSpec("kaito/curl", (TOOLBOX_ROOTFS,), TOOLBOX_CONFIG)
 
 
 def store_dir() -> Path:

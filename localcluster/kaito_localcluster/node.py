@@ -35,6 +35,8 @@ from .nodeconfig import (
     HOST_PATHS,
     KUBE_PROXY_TABLES,
     NODE_POD_CIDR,
+    KUBELET_ROOT,
+    RUNTIME_DIR,
     SAVED_SYSCTLS,
 )
 
@@ -234,10 +236,11 @@ def cleanup_node(node_dir: Path) -> list[str]:
     except (OSError, json.JSONDecodeError):
         record = {"sysctls": {}, "existing_paths": list(HOST_PATHS)}
     done: list[str] = []
-    # Everything we started names the node dir (containerd socket, shims' -address, kubelet dirs).
+    # Everything we started names the node dir or the runtime dir (containerd, shims' -address).
     _kill_processes_with(str(node_dir))
+    _kill_processes_with(RUNTIME_DIR + "/")
     _remove_cgroups()
-    _unmount_all([node_dir, *(Path(p) for p in ("/var/lib/kubelet", "/run/containerd", "/var/run/netns", "/run/netns"))])
+    _unmount_all([node_dir, *(Path(p) for p in (KUBELET_ROOT, "/var/lib/kubelet", "/run/containerd", "/var/run/netns", "/run/netns"))])
     nft = shutil.which("nft") or "/usr/sbin/nft"
     for family, table in KUBE_PROXY_TABLES:
         if _run([nft, "delete", "table", family, table], check=False).returncode == 0:
@@ -292,8 +295,8 @@ class RealNode:
 
     @property
     def socket(self) -> Path:
-        """containerd's socket."""
-        return self.dir / "containerd" / "containerd.sock"
+        """containerd's socket (short fixed path: unix socket paths are limited to 104 bytes)."""
+        return Path(RUNTIME_DIR) / "containerd.sock"
 
     @property
     def certs_dir(self) -> Path:
@@ -307,8 +310,9 @@ class RealNode:
 
         self.ports = dict(ports)
         d = self.dir
-        for sub in ("containerd/root", "containerd/state", "containerd/certs.d", "cni/net.d", "cni/ipam", "kubelet"):
+        for sub in ("containerd/root", "containerd/state", "containerd/certs.d", "cni/net.d", "cni/ipam"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        Path(KUBELET_ROOT).mkdir(parents=True, exist_ok=True)
         (d / "containerd" / "config.toml").write_text(cfg.containerd_config(
             root=d / "containerd" / "root", state=d / "containerd" / "state", socket=self.socket,
             cni_bin_dir=self.tools.cni_bin_dir, cni_conf_dir=d / "cni" / "net.d", certs_dir=self.certs_dir,
@@ -340,9 +344,12 @@ class RealNode:
         env = dict(os.environ)
         # containerd finds containerd-shim-runc-v2 on PATH.
         env["PATH"] = os.pathsep.join([str(self.tools.containerd.parent), env.get("PATH", "")])
-        self._spawn("containerd", [str(self.tools.containerd), f"--config={self.dir / 'containerd' / 'config.toml'}",
-                                   "--log-level=warn"], env)
+        Path(RUNTIME_DIR).mkdir(parents=True, exist_ok=True)
+        proc = self._spawn("containerd", [str(self.tools.containerd), f"--config={self.dir / 'containerd' / 'config.toml'}",
+                                          "--log-level=warn"], env)
         while True:
+            if not proc.alive():
+                raise NodeError("containerd exited")
             if self.socket.exists() and _run([str(self.tools.ctr), f"--address={self.socket}", "version"],
                                              check=False, timeout=10).returncode == 0:
                 return
@@ -365,7 +372,7 @@ class RealNode:
         from .nodeconfig import kubelet_args
 
         self._spawn("kubelet", kubelet_args(self.kubelet, config=self.dir / "kubelet.yaml",
-                                            kubeconfig=self._kubelet_kubeconfig, root_dir=self.dir / "kubelet"), None)
+                                            kubeconfig=self._kubelet_kubeconfig, root_dir=Path(KUBELET_ROOT)), None)
 
     def start_kube_proxy(self) -> None:
         """Start kube-proxy (nftables mode)."""

@@ -52,9 +52,16 @@ SAVED_SYSCTLS: tuple[str, ...] = (
     "net.bridge.bridge-nf-call-iptables",
     "net.ipv4.conf.all.route_localnet",
 )
+#: containerd's sockets: a short fixed path, because a unix socket path may not exceed 104 bytes
+#: and the cluster directory can be deep (one real node per machine, so one fixed path is enough).
+RUNTIME_DIR = "/run/kaito-node"
+#: The kubelet's root dir (pod volumes, its pods-api socket: also short, on disk, not in tmpfs).
+KUBELET_ROOT = "/var/lib/kaito-node/kubelet"
 #: Host paths some parts use whatever their configured roots; removed at teardown when the node
 #: created them.
 HOST_PATHS: tuple[str, ...] = (
+    RUNTIME_DIR,
+    "/var/lib/kaito-node",
     "/var/lib/kubelet",
     "/var/lib/cni",
     "/run/containerd",
@@ -68,16 +75,18 @@ KUBE_PROXY_TABLES: tuple[tuple[str, str], ...] = (("ip", "kube-proxy"), ("ip6", 
 
 def containerd_config(*, root: Path, state: Path, socket: Path, cni_bin_dir: Path, cni_conf_dir: Path,
                       certs_dir: Path, runc: Path) -> str:
-    """containerd 2.x ``config.toml`` (version 3) for the node."""
+    """containerd 2.4 ``config.toml`` (version 4, what ``containerd config default`` writes) for the node."""
     doc = f"""\
-version = 3
+version = 4
 root = '{root}'
 state = '{state}'
 
-[grpc]
-  address = '{socket}'
-
 [plugins]
+  [plugins.'io.containerd.server.v1.grpc']
+    address = '{socket}'
+  [plugins.'io.containerd.server.v1.ttrpc']
+    address = '{socket}.ttrpc'
+
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = 'overlayfs'
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
@@ -87,6 +96,7 @@ state = '{state}'
 
   [plugins.'io.containerd.cri.v1.runtime']
     restrict_oom_score_adj = true
+    netns_mounts_under_state_dir = true
     enable_unprivileged_ports = false
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'
@@ -107,6 +117,13 @@ state = '{state}'
 
   [plugins.'io.containerd.internal.v1.opt']
     path = '{state}/opt'
+
+  [plugins.'io.containerd.image-verifier.v1.bindir']
+    bin_dir = '{state}/image-verifier'
+
+  # NRI would open /var/run/nri/nri.sock; nothing here uses it.
+  [plugins.'io.containerd.nri.v1.nri']
+    disable = true
 """
     return doc
 

@@ -44,7 +44,7 @@ def test_containerd_config_is_valid_toml_with_own_paths(tmp_path: Path) -> None:
         cni_conf_dir=tmp_path / "net.d", certs_dir=tmp_path / "certs.d", runc=Path("/usr/sbin/runc"),
     )
     doc = tomllib.loads(text)
-    assert doc["version"] == 3 and doc["root"] == str(tmp_path / "root") and doc["grpc"]["address"] == str(tmp_path / "c.sock")
+    assert doc["version"] == 4 and doc["root"] == str(tmp_path / "root") and doc["plugins"]["io.containerd.server.v1.grpc"]["address"] == str(tmp_path / "c.sock")
     runtime = doc["plugins"]["io.containerd.cri.v1.runtime"]
     assert runtime["restrict_oom_score_adj"] is True
     assert doc["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == nodeconfig.PAUSE_IMAGE
@@ -160,3 +160,25 @@ def test_pull_secret_is_a_dockerconfigjson() -> None:
     entry = doc["auths"]["127.0.0.1:5001"]
     assert base64.b64decode(entry["auth"]).decode() == "kaito:s3cret"
     assert creds.basic() == "Basic " + base64.b64encode(b"kaito:s3cret").decode()
+
+
+def test_one_real_node_per_machine(tmp_path: Path) -> None:
+    from kaito_localcluster.node import HOST_RECORD, HostLease, NodeError
+    from kaito_localcluster.nodeconfig import HOST_PATHS, SAVED_SYSCTLS
+
+    lock = tmp_path / "real-node.lock"
+    first = HostLease(tmp_path / "a" / "node", lock_path=lock)
+    first.acquire()
+    try:
+        record = json.loads((tmp_path / "a" / "node" / HOST_RECORD).read_text())
+        assert set(record["sysctls"]) == set(SAVED_SYSCTLS)
+        assert set(record["existing_paths"]) <= set(HOST_PATHS)
+        second = HostLease(tmp_path / "b" / "node", lock_path=lock)
+        with pytest.raises(NodeError, match=r"another real node is running.*a/node.*--no-real-node"):
+            second.acquire(wait=0)
+    finally:
+        first.release()
+    # Released: the next owner takes it; the previous record is left for cleanup_node.
+    third = HostLease(tmp_path / "c" / "node", lock_path=lock)
+    third.acquire()
+    third.release()
