@@ -23,6 +23,8 @@ ANNOTATION_APPLIED_HASH = "kaito.sh/applied-hash"
 """On every child: sha256 of the object as the operator built it; a mismatch means "update it"."""
 SERVICE_HTTP_PORT = 80
 GPU_RESOURCE = "nvidia.com/gpu"
+THREADS_ENV = "KAITO_THREADS"
+"""kaito-servers' setting for its CPU thread count (pydantic-settings, prefix KAITO_)."""
 NON_ROOT_UID = 1000
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 CONFIG_DIR = "/mnt/config"
@@ -51,6 +53,8 @@ class WorkloadInputs:
     """True when the backend splits one model across the nodes (torch.distributed); False when
     several nodes run independent replicas."""
     extra_labels: dict[str, str] = field(default_factory=dict)
+    cpus: int = 0
+    """Whole CPUs of a CPU inference pod (requests = limits = server threads); 0 on GPU pods."""
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -229,6 +233,23 @@ def _probes(inputs: WorkloadInputs) -> dict[str, Any]:
     }
 
 
+def cpu_memory_mib(preset: Preset) -> int:
+    """Memory of a CPU inference pod: the weights (mmapped) 1.5 times over, plus 768 MiB for the
+    server, the KV cache of a few sequences and Python."""
+    return math.ceil((preset.weights_gib * 1.5 + 0.75) * 1024)
+
+
+def _cpu_container(container: dict[str, Any], inputs: WorkloadInputs, volumes: list[dict[str, Any]]) -> None:
+    """Whole guaranteed CPUs (requests = limits) and exactly that many server threads; a read-only
+    root filesystem with a writable /tmp (llama.cpp writes nothing else)."""
+    amount = {"cpu": str(inputs.cpus), "memory": f"{cpu_memory_mib(inputs.preset)}Mi"}
+    container["resources"] = {"requests": dict(amount), "limits": dict(amount)}
+    container["env"] = [*container["env"], {"name": THREADS_ENV, "value": str(inputs.cpus)}]
+    container["securityContext"] = {**container["securityContext"], "readOnlyRootFilesystem": True}
+    container["volumeMounts"] = [*container["volumeMounts"], {"name": "tmp", "mountPath": "/tmp"}]
+    volumes.append({"name": "tmp", "emptyDir": {}})
+
+
 def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     """The inference pod template (labels, affinity, tolerations, container, volumes, probes)."""
     ws, server = inputs.workspace, inputs.server
@@ -282,6 +303,8 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     if inputs.gpus_per_node > 0:
         gpus = str(inputs.gpus_per_node)
         container["resources"] = {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}}
+    elif inputs.cpus > 0:
+        _cpu_container(container, inputs, volumes)
     spec: dict[str, Any] = {
         "affinity": {
             "nodeAffinity": {

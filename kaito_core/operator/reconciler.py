@@ -157,6 +157,7 @@ class Reconciler:
             backend_name=backend.name,
             distributed=plan.nodes > 1 and backend.supports_multi_node,
             adapter_puller_image=self.settings.images.adapter_puller,
+            cpus=self.settings.cpu_inference.cpus if plan.gpus_per_node == 0 else 0,
         )
         uid = ws.metadata.uid or ""
         workload_obj: dict[str, Any] | None = None
