@@ -274,15 +274,15 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     if server.shm_gib:
         shm["sizeLimit"] = f"{int(server.shm_gib * 1024)}Mi"
     image = server.image or (options.image if options and options.image else inputs.image)
-    volumes: list[dict[str, Any]] = [
-        {"name": "dshm", "emptyDir": shm},
-        {"name": "model-weights", "emptyDir": {"sizeLimit": f"{inputs.preset.disk_gib}Gi"}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "model-weights", "mountPath": WEIGHTS_DIR},
-    ]
-    inits = [_weights_downloader(inputs, image, env)] + adapter_inits
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": shm}]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    inits = list(adapter_inits)
+    # A preset image of the workspace's own (presetOptions.image, as upstream's private presets)
+    # carries the weights in WEIGHTS_DIR: nothing to download, and no volume may hide them.
+    if not (options and options.image):
+        volumes.append({"name": "model-weights", "emptyDir": {"sizeLimit": f"{inputs.preset.disk_gib}Gi"}})
+        mounts.append({"name": "model-weights", "mountPath": WEIGHTS_DIR})
+        inits.insert(0, _weights_downloader(inputs, image, env))
     volumes += adapter_volumes
     mounts += adapter_mounts
     if inference and inference.config:
