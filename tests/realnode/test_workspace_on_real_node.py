@@ -109,3 +109,40 @@ def test_cpu_gemma_workspace_serves_for_real(real_node_cluster: LocalCluster, op
     cluster.kubectl("delete", "workspace", name, "-n", NS, "--wait=true", timeout=120)
     wait_for(lambda: not cluster.api.get(f"/api/v1/namespaces/{NS}/pods", labelSelector=f"kaito.sh/workspace={name}")["items"],
              timeout=120, what="the workspace's pods to go")
+
+
+def broken_workspace(name: str, image: str) -> str:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"]["name"] = name
+    doc["inference"]["preset"]["presetOptions"]["image"] = image
+    return yaml.safe_dump(doc)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason", "words"),
+    [
+        # An image the registry does not have: the pod's pull error, not InferenceReady True.
+        ("missing", "ImagePullError", ("cannot pull image", "127.0.0.1:5001/kaito/gemma-3-270m:no-such-tag")),
+    ],
+)
+def test_a_failing_pod_shows_its_reason_in_the_workspace(
+    real_node_cluster: LocalCluster, operator_stack: dict[str, Any], case: str, reason: str, words: tuple[str, ...]
+) -> None:
+    cluster = real_node_cluster
+    name = f"workspace-gemma-{case}"
+    image = "127.0.0.1:5001/kaito/gemma-3-270m:no-such-tag"
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=broken_workspace(name, image))
+    try:
+        def failing() -> dict[str, Any] | None:
+            cond = conditions(cluster, name).get("InferenceReady")
+            return cond if cond and cond.get("reason") == reason else None
+
+        cond = wait_for(failing, timeout=180, interval=1, what=f"InferenceReady reason {reason}",
+                        on_timeout=lambda: str(conditions(cluster, name)) + operator_stack["operator"].tail(20))
+        assert cond["status"] != "True"
+        assert all(w in cond["message"] for w in words), cond["message"]
+        assert conditions(cluster, name).get("WorkspaceSucceeded", {}).get("status") != "True"
+        described = cluster.kubectl("describe", "workspace", name, "-n", NS).stdout
+        assert reason in described
+    finally:
+        cluster.kubectl("delete", "workspace", name, "-n", NS, "--wait=true", timeout=120, check=False)
