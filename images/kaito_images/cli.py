@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("names", nargs="*", type=ImageName, help=names_help)
     p.add_argument("--state-dir", type=Path, default=default_state_dir(), help="state dir of `make cluster` (default: %(default)s)")
     sub.add_parser("refs", help="print the local registry references as JSON")
+    sec = sub.add_parser("pull-secret", help="print the registry's pull Secret (kaito-local-registry) as JSON for kubectl apply -f -")
+    sec.add_argument("--namespace", "-n", default="default")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
@@ -77,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             client = RegistryClient(registry_address(), _cluster_ca(args.state_dir), credentials())
             refs = push_all(client, tuple(args.names) or IMAGES)
             print(json.dumps(refs, indent=2))
+        elif args.command == "pull-secret":
+            print(json.dumps(credentials().pull_secret(args.namespace), indent=2))
+            return 0
         else:
             print(json.dumps({n.value: image_ref(n) for n in IMAGES}, indent=2))
     except (BuildError, FileNotFoundError) as exc:
