@@ -33,6 +33,9 @@ HEALTH_PATH = "/health"
 """HTTP path that answers 200 once the model is loaded (startup, readiness and liveness probes)."""
 GPU_RESOURCE = "nvidia.com/gpu"
 """The extended resource name of a GPU (node capacity, pod requests and limits, the GPU taint key)."""
+THREADS_ENV = "KAITO_THREADS"
+"""The inference server's CPU thread count (kaito-servers' ``threads`` setting); a CPU pod sets it
+to its whole guaranteed CPUs, since llama.cpp's spinning threads collapse under contention."""
 
 
 def choose_backend(preset: Preset, annotations: Mapping[str, str], default: str | None = None) -> str:

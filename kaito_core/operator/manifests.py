@@ -18,7 +18,7 @@ from kaito_core.api.labels import ANNOTATION_ENABLE_LB, ANNOTATION_REVISION, LAB
 from kaito_core.api.workspace import Workspace
 from kaito_core.backends import ServerSpec
 from kaito_core.presets import Preset
-from kaito_core.serving import ADAPTERS_DIR, DISTRIBUTED_PORT, GPU_RESOURCE, SERVICE_HTTP_PORT, WEIGHTS_DIR
+from kaito_core.serving import ADAPTERS_DIR, DISTRIBUTED_PORT, GPU_RESOURCE, SERVICE_HTTP_PORT, THREADS_ENV, WEIGHTS_DIR
 
 ANNOTATION_APPLIED_HASH = "kaito.sh/applied-hash"
 """On every child: sha256 of the object as the operator built it; a mismatch means "update it"."""
@@ -50,6 +50,8 @@ class WorkloadInputs:
     """True when the backend splits one model across the nodes (torch.distributed); False when
     several nodes run independent replicas."""
     extra_labels: dict[str, str] = field(default_factory=dict)
+    cpus: int = 0
+    """Whole CPUs of a CPU inference pod (requests = limits = server threads); 0 on GPU pods."""
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -225,6 +227,23 @@ def _probes(inputs: WorkloadInputs) -> dict[str, Any]:
     }
 
 
+def cpu_memory_mib(preset: Preset) -> int:
+    """Memory of a CPU inference pod: the weights (mmapped) 1.5 times over, plus 768 MiB for the
+    server, the KV cache of a few sequences and Python."""
+    return math.ceil((preset.weights_gib * 1.5 + 0.75) * 1024)
+
+
+def _cpu_container(container: dict[str, Any], inputs: WorkloadInputs, volumes: list[dict[str, Any]]) -> None:
+    """Whole guaranteed CPUs (requests = limits) and exactly that many server threads; a read-only
+    root filesystem with a writable /tmp (llama.cpp writes nothing else)."""
+    amount = {"cpu": str(inputs.cpus), "memory": f"{cpu_memory_mib(inputs.preset)}Mi"}
+    container["resources"] = {"requests": dict(amount), "limits": dict(amount)}
+    container["env"] = [*container["env"], {"name": THREADS_ENV, "value": str(inputs.cpus)}]
+    container["securityContext"] = {**container["securityContext"], "readOnlyRootFilesystem": True}
+    container["volumeMounts"] = [*container["volumeMounts"], {"name": "tmp", "mountPath": "/tmp"}]
+    volumes.append({"name": "tmp", "emptyDir": {}})
+
+
 def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     """The inference pod template (labels, affinity, tolerations, container, volumes, probes)."""
     ws, server = inputs.workspace, inputs.server
@@ -249,15 +268,15 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     if server.shm_gib:
         shm["sizeLimit"] = f"{int(server.shm_gib * 1024)}Mi"
     image = server.image or (options.image if options and options.image else inputs.image)
-    volumes: list[dict[str, Any]] = [
-        {"name": "dshm", "emptyDir": shm},
-        {"name": "model-weights", "emptyDir": {"sizeLimit": f"{inputs.preset.disk_gib}Gi"}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "model-weights", "mountPath": WEIGHTS_DIR},
-    ]
-    inits = [_weights_downloader(inputs, image, env)] + adapter_inits
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": shm}]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    inits = list(adapter_inits)
+    # A preset image of the workspace's own (presetOptions.image, as upstream's private presets)
+    # carries the weights in WEIGHTS_DIR: nothing to download, and no volume may hide them.
+    if not (options and options.image):
+        volumes.append({"name": "model-weights", "emptyDir": {"sizeLimit": f"{inputs.preset.disk_gib}Gi"}})
+        mounts.append({"name": "model-weights", "mountPath": WEIGHTS_DIR})
+        inits.insert(0, _weights_downloader(inputs, image, env))
     volumes += adapter_volumes
     mounts += adapter_mounts
     if inference and inference.config:
@@ -278,6 +297,8 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     if inputs.gpus_per_node > 0:
         gpus = str(inputs.gpus_per_node)
         container["resources"] = {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}}
+    elif inputs.cpus > 0:
+        _cpu_container(container, inputs, volumes)
     spec: dict[str, Any] = {
         "affinity": {
             "nodeAffinity": {

@@ -152,6 +152,7 @@ def workload_inputs(
         backend_name=backend.name,
         distributed=nodes.nodes > 1 and backend.supports_multi_node,
         adapter_puller_image=settings.images.adapter_puller,
+        cpus=settings.cpu_inference.cpus if nodes.gpus_per_node == 0 else 0,
     )
 
 

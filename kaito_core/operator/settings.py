@@ -112,6 +112,15 @@ class ImageSettings(_Section):
         return f"{self.registry}/{self.base}"
 
 
+class CpuInferenceSettings(_Section):
+    """Inference pods of presets that run without a GPU (llama.cpp on CPU)."""
+
+    cpus: int = Field(default=1, ge=1)
+    """Whole CPUs each CPU inference pod gets, as requests = limits (Guaranteed QoS), and the
+    server's thread count: llama.cpp's worker threads spin, so more threads than guaranteed CPUs
+    collapse under contention (KAITO_CPU_INFERENCE__CPUS)."""
+
+
 class ConcurrencySettings(_Section):
     """How much work runs at once."""
 
@@ -131,6 +140,7 @@ class OperatorSettings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     requeue: RequeueSettings = Field(default_factory=RequeueSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    cpu_inference: CpuInferenceSettings = Field(default_factory=CpuInferenceSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
 
     @classmethod

@@ -48,12 +48,19 @@ from .versions import ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION, staging_ve
 
 log = logging.getLogger(__name__)
 
-#: All components, in start order.
-COMPONENTS: tuple[str, ...] = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+#: All components, in start order.  kubelet and kube-proxy run only on the optional real node
+#: (:mod:`kaito_localcluster.node`); they share the Kubernetes build and its cache entry.
+COMPONENTS: tuple[str, ...] = (
+    "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubelet", "kube-proxy",
+)
 #: Components without which no cluster can start.
 REQUIRED: tuple[str, ...] = ("etcd", "kube-apiserver")
-#: Components built together from the Kubernetes wrapper module.
-K8S_COMPONENTS: tuple[str, ...] = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+#: Components built together from the Kubernetes wrapper module (one ``go build``, so a fresh
+#: machine compiles the shared packages once; an existing cache entry keeps its binaries and
+#: only the missing commands are built, because every binary is verified on its own).
+K8S_COMPONENTS: tuple[str, ...] = (
+    "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
+)
 
 ProgressFn = Callable[[str], None]
 
@@ -102,6 +109,8 @@ class BinarySet:
     kwok: Path | None
     versions: dict[str, str]
     source: str
+    kubelet: Path | None = None
+    kube_proxy: Path | None = None
 
     def get(self, component: str) -> Path | None:
         """Return the path for a component name such as ``kube-apiserver``."""
@@ -273,16 +282,19 @@ def render_wrapper_module(kind: str, workdir: Path, mapping: dict[str, str]) -> 
     """Write the wrapper module ``kind`` (``k8s`` or ``etcd``) into ``workdir``.
 
     Returns the rendered ``go.mod`` text and whether ``go mod tidy`` must run
-    (first use, template/version change, or no ``go.sum`` yet).  ``go mod tidy``
-    rewrites ``go.mod``, so the rendered text is remembered in ``.kaito-template.mod``.
+    (first use, template/version change, a new command in ``tools.go``, or no ``go.sum``
+    yet).  ``go mod tidy`` rewrites ``go.mod``, so the rendered text plus ``tools.go`` is
+    remembered in ``.kaito-template.mod``: adding a command (kubelet) re-runs ``tidy`` so
+    ``go.sum`` covers its dependencies.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     gomod = string.Template(_template_text(kind, "go.mod.tmpl")).substitute(mapping)
-    (workdir / "tools.go").write_text(_template_text(kind, "tools.go"), encoding="utf-8")
+    tools = _template_text(kind, "tools.go")
+    (workdir / "tools.go").write_text(tools, encoding="utf-8")
     marker = workdir / _TEMPLATE_MARKER
     changed = (
         not marker.exists()
-        or marker.read_text(encoding="utf-8") != gomod
+        or marker.read_text(encoding="utf-8") != _marker_text(gomod, tools)
         or not (workdir / "go.sum").exists()
     )
     if changed:
@@ -293,6 +305,10 @@ def render_wrapper_module(kind: str, workdir: Path, mapping: dict[str, str]) -> 
 
 
 _TEMPLATE_MARKER = ".kaito-template.mod"
+
+
+def _marker_text(gomod: str, tools: str) -> str:
+    return gomod + "\n// tools.go:\n" + tools
 
 
 def kubernetes_ldflags(version: str, build_date: str | None = None) -> str:
@@ -318,7 +334,7 @@ def _prepare_module(runner: _GoRunner, kind: str, workdir: Path, mapping: dict[s
     gomod, changed = render_wrapper_module(kind, workdir, mapping)
     if changed:
         runner.run(f"{step}: go mod tidy", ["mod", "tidy"], workdir)
-        (workdir / _TEMPLATE_MARKER).write_text(gomod, encoding="utf-8")
+        (workdir / _TEMPLATE_MARKER).write_text(_marker_text(gomod, _template_text(kind, "tools.go")), encoding="utf-8")
 
 
 def build_kubernetes(runner: _GoRunner, versions: Versions, out_dir: Path, components: Sequence[str]) -> None:
@@ -466,6 +482,8 @@ def ensure_binaries(
         kube_controller_manager=path_of("kube-controller-manager"),
         kube_scheduler=path_of("kube-scheduler"),
         kwok=path_of("kwok"),
+        kubelet=path_of("kubelet"),
+        kube_proxy=path_of("kube-proxy"),
         versions={c: line for c, (_, line) in found.items()},
         source=source,
     )

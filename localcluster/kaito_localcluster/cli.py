@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,8 @@ from . import __version__
 from .build import BuildError, Versions, bin_dir, cache_root, ensure_binaries
 from .cluster import STATE_FILE
 from .kubeapi import KubeApi
+from .node import HOST_RECORD, cleanup_node
+from .nodebuild import ensure_node_tools
 from .supervisor import (
     CLUSTER_SUBDIR,
     LOGFILE,
@@ -66,6 +69,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         binaries = ensure_binaries(force=args.force, nice=args.nice, heartbeat=args.heartbeat, progress=_stderr)
+        tools = ensure_node_tools(nice=args.nice, heartbeat=args.heartbeat, progress=_stderr) if args.node else None
     except BuildError as exc:
         _stderr(f"error: {exc}")
         return 1
@@ -75,6 +79,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         _stderr(f"binaries ready in {time.monotonic() - started:.1f}s (source: {binaries.source}):")
         for name, line in binaries.versions.items():
             print(f"  {name:<24} {binaries.get(name)}  [{line}]")
+        if tools is not None:
+            for field in dataclasses.fields(tools):
+                print(f"  {field.name:<24} {getattr(tools, field.name)}")
     return 0
 
 
@@ -113,6 +120,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     for flag in ("no_controller_manager", "no_scheduler", "no_kwok"):
         if getattr(args, flag):
             cmd.append("--" + flag.replace("_", "-"))
+    if args.real_node:
+        cmd.append("--real-node")
+        try:
+            ensure_node_tools(nice=args.nice, progress=_stderr)
+        except BuildError as exc:
+            _stderr(f"error: {exc}")
+            return 1
     logpath = state_dir / LOGFILE
     started = time.monotonic()
     with open(logpath, "ab") as logfh:
@@ -160,6 +174,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         scheduler=not args.no_scheduler,
         kwok=not args.no_kwok,
         start_timeout=args.timeout,
+        real_node=args.real_node,
     )
 
 
@@ -172,6 +187,9 @@ def _down_cluster_dir(directory: Path, keep_files: bool) -> int:
         return 1
     killed = kill_recorded(state.get("processes", []))
     _stderr(f"stopped: {', '.join(killed) if killed else 'nothing was running'}")
+    if (directory / "node" / HOST_RECORD).exists():
+        undone = cleanup_node(directory / "node")
+        _stderr(f"cleaned up the real node: {', '.join(undone) or 'nothing left'}")
     if not keep_files:
         shutil.rmtree(directory, ignore_errors=True)
         _stderr(f"removed {directory}")
@@ -201,6 +219,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     leftovers = kill_recorded(state.get("processes", []))
     if leftovers:
         _stderr(f"killed leftover processes: {', '.join(leftovers)}")
+    node_dir = state_dir / CLUSTER_SUBDIR / "node"
+    if (node_dir / HOST_RECORD).exists():
+        # The supervisor died before undoing the real node's host changes.
+        undone = cleanup_node(node_dir)
+        _stderr(f"cleaned up the real node: {', '.join(undone) or 'nothing left'}")
     if not args.keep_files:
         shutil.rmtree(state_dir / CLUSTER_SUBDIR, ignore_errors=True)
     for name in ("state.json", PIDFILE):
@@ -212,9 +235,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 def _probe(state: dict[str, Any]) -> str:
     cluster_dir = Path(state["cluster_dir"])
     pki = cluster_dir / "pki"
-    port = int(state["server"].rsplit(":", 1)[1])
+    host, port_text = state["server"].removeprefix("https://").rsplit(":", 1)
+    port = int(port_text)
     try:
-        api = KubeApi("127.0.0.1", port, pki / "ca.crt", pki / "admin.crt", pki / "admin.key", timeout=5)
+        api = KubeApi(host, port, pki / "ca.crt", pki / "admin.crt", pki / "admin.key", timeout=5)
         return str(api.request("GET", "/readyz"))
     except Exception as exc:  # noqa: BLE001 - report any failure
         return f"unreachable ({exc})"
@@ -282,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--nice", type=int, default=10, help="niceness for the go processes (default: %(default)s)")
     b.add_argument("--heartbeat", type=float, default=30.0, help="seconds between progress lines (default: %(default)s)")
     b.add_argument("--json", action="store_true", help="print the result as JSON")
+    b.add_argument("--node", action="store_true",
+                   help="also the real node's runtime: containerd + shim + ctr and crictl (go install), the static "
+                        "pause binary (gcc), and check the Debian packages (`make node-deps`)")
     b.set_defaults(func=cmd_build)
 
     def cluster_flags(p: argparse.ArgumentParser) -> None:
@@ -294,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-controller-manager", action="store_true", help="do not start kube-controller-manager")
         p.add_argument("--no-scheduler", action="store_true", help="do not start kube-scheduler")
         p.add_argument("--no-kwok", action="store_true", help="do not start kwok")
+        p.add_argument("--real-node", action=argparse.BooleanOptionalAction, default=False,
+                       help="also run a real CPU node (containerd + kubelet + kube-proxy + CNI bridge 10.88.0.0/24; "
+                            "the apiserver then listens on 10.88.0.1). One per machine; needs root and "
+                            "`make node-deps`. `make cluster` turns it on (REAL_NODE=0 turns it off). "
+                            "(default: off)")
         state_arg(p)
 
     u = sub.add_parser("up", help="start a detached cluster", description=(

@@ -40,8 +40,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import yaml
 
 from .build import BinarySet, ensure_binaries
+from .imagebuild import BuiltImage
 from .kubeapi import ApiError, KubeApi, wait_for
+from .node import HostLease, NodeError, RealNode, cleanup_node, create_bridge
+from .nodebuild import NodeTools, ensure_node_tools
+from .nodeconfig import BRIDGE_IP, NODE_NAME
 from .pki import ClientIdentity, Pki, generate_pki, issue_serving_cert, load_ca
+from .registry import REGISTRY_PORT, RegistryClient, registry_address, registry_binary, registry_config
+from .registry import credentials as registry_credentials
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +70,17 @@ _CLIENTS = (
     ClientIdentity("kube-controller-manager", "system:kube-controller-manager", ("system:masters",)),
     ClientIdentity("kube-scheduler", "system:kube-scheduler"),
     ClientIdentity("kwok", "system:kwok-controller", ("system:masters",)),
+    # The real node.  No Node authorizer runs (RBAC only), and the bootstrap `system:node` role is
+    # bound to nobody, so the kubelet shares the controllers' identity group.  kube-proxy's user
+    # is bound to `system:node-proxier` by the bootstrap policy.
+    ClientIdentity("kubelet", f"system:node:{NODE_NAME}", ("system:nodes", "system:masters")),
+    ClientIdentity("kube-proxy", "system:kube-proxy"),
+    # What the apiserver presents to the kubelet (logs, exec, port-forward); the kubelet accepts
+    # only certificates from the cluster CA.
+    ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client"),
 )
+#: Node processes, stopped before the control plane.
+_NODE_PROCESSES = ("kube-proxy", "kubelet", "containerd", "docker-registry")
 
 
 class ClusterError(RuntimeError):
@@ -323,6 +339,11 @@ class LocalCluster:
     :param controller_manager / scheduler / kwok: start these components.
     :param start_timeout: seconds for the whole start sequence.
     :param extra_args: extra flags per component name, e.g. ``{"kube-apiserver": ["--v=2"]}``.
+    :param real_node: also run a real node (containerd + kubelet + kube-proxy + CNI bridge, see
+        :mod:`kaito_localcluster.node`); the apiserver then binds the bridge address
+        :data:`~kaito_localcluster.nodeconfig.BRIDGE_IP` so that pods reach it.  One per machine.
+    :param real_node_wait: seconds to wait for another checkout's real node to go away.
+    :param node_tools: resolved node tools (default: :func:`~kaito_localcluster.nodebuild.ensure_node_tools`).
     """
 
     def __init__(
@@ -337,6 +358,9 @@ class LocalCluster:
         kwok: bool = True,
         start_timeout: float = 120.0,
         extra_args: Mapping[str, Sequence[str]] | None = None,
+        real_node: bool = False,
+        real_node_wait: float = 0.0,
+        node_tools: NodeTools | None = None,
     ) -> None:
         self._binaries = binaries
         self._user_workdir = Path(workdir) if workdir is not None else None
@@ -355,6 +379,15 @@ class LocalCluster:
         self._started = False
         self._lock = threading.Lock()
         self.start_seconds: float | None = None
+        self.want_real_node = real_node
+        self.real_node_wait = real_node_wait
+        self._node_tools = node_tools
+        self.node: RealNode | None = None
+        #: Client of the real node's local registry (``None`` without a real node).
+        self.registry: RegistryClient | None = None
+        self._lease: HostLease | None = None
+        #: Address the apiserver binds and every client uses.
+        self.host = BRIDGE_IP if real_node else "127.0.0.1"
 
     # ------------------------------------------------------------------ properties
     @property
@@ -371,8 +404,8 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        """The apiserver URL, ``https://127.0.0.1:<port>``."""
-        return f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+        """The apiserver URL, ``https://127.0.0.1:<port>`` (``https://10.88.0.1:<port>`` with a real node)."""
+        return f"https://{self.host}:{self.ports['kube-apiserver']}"
 
     @property
     def api(self) -> KubeApi:
@@ -426,6 +459,8 @@ class LocalCluster:
             if self._started:
                 return self
             binaries = self.binaries
+            if self.want_real_node:
+                self._check_node_binaries(binaries)
             t0 = time.monotonic()
             for attempt in range(1, attempts + 1):
                 self._prepare_dir()
@@ -463,6 +498,14 @@ class LocalCluster:
             self._cleanup_dir()
 
     def _terminate(self) -> None:
+        self._stop_node_processes()
+        try:
+            self._terminate_control_plane()
+        finally:
+            # After the apiserver: it deletes its lease through the bridge address on the way out.
+            self._cleanup_node_host()
+
+    def _terminate_control_plane(self) -> None:
         if not self.processes:
             return
         order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
@@ -509,7 +552,9 @@ class LocalCluster:
             name = "kubeconfig" if ident.name == "admin" else f"{ident.name}.kubeconfig"
             (d / name).write_text(_kubeconfig(server, pki.ca_cert, cert, key, ident.user), encoding="utf-8")
             os.chmod(d / name, 0o600)
-        self._api = KubeApi("127.0.0.1", self.ports["kube-apiserver"], pki.ca_cert, *pki.client("admin"))
+        self._api = KubeApi(self.host, self.ports["kube-apiserver"], pki.ca_cert, *pki.client("admin"))
+        if self.want_real_node:
+            self._prepare_host(d)
 
         self._start_etcd(binaries, d, deadline)
         self._start_apiserver(binaries, d, deadline)
@@ -520,6 +565,118 @@ class LocalCluster:
         if self.want_kwok and binaries.kwok:
             self._start_kwok(binaries, d)
         self._wait_components(d, deadline)
+        if self.want_real_node:
+            self._start_node(binaries, d, deadline)
+
+    # ------------------------------------------------------------------ the real node
+    def _check_node_binaries(self, binaries: BinarySet) -> None:
+        if binaries.kubelet is None or binaries.kube_proxy is None:
+            raise ClusterError(
+                "the real node needs kubelet and kube-proxy: run `python -m kaito_localcluster build` "
+                "(they are built with the control plane), or start without the real node"
+            )
+        if self._node_tools is None:
+            self._node_tools = ensure_node_tools()
+
+    def _prepare_host(self, d: Path) -> None:
+        """Before the apiserver: take the machine's real-node lock and create the bridge it binds."""
+        if self._lease is None:
+            self._lease = HostLease(d / "node")
+            try:
+                self._lease.acquire(wait=self.real_node_wait, progress=lambda m: log.info("%s", m))
+            except NodeError as exc:
+                self._lease = None
+                raise StartError(str(exc), component="real-node") from None
+        assert self._node_tools is not None
+        create_bridge(str(self._node_tools.ip))
+
+    def _start_node(self, binaries: BinarySet, d: Path, deadline: float) -> None:
+        """After the control plane: containerd, pause image, kubelet, kube-proxy; wait for Node Ready."""
+        assert self._node_tools is not None and binaries.kubelet and binaries.kube_proxy
+        pki = self._require_pki()
+        node = RealNode(
+            d / "node", self._node_tools, binaries.kubelet, binaries.kube_proxy,
+            lambda name, args, env: self._spawn(name, args, env),
+        )
+        self.node = node
+        ports = {name: free_port() for name in ("kubelet", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics")}
+        self.ports.update(ports)
+        node.write_configs(
+            ca_file=pki.ca_cert,
+            kubelet_kubeconfig=d / "kubelet.kubeconfig",
+            proxy_kubeconfig=d / "kube-proxy.kubeconfig",
+            ports=ports,
+        )
+        self._start_registry(d / "node", deadline)
+        node.trust_registry(registry_address(), pki.ca_cert)
+        try:
+            node.start_containerd(deadline)
+            node.import_pause()
+        except NodeError as exc:
+            tail = self.process("containerd").log_tail()
+            raise StartError(f"real node: {exc}; containerd log:\n{tail}", component="containerd", log_tail=tail) from None
+        node.start_kubelet()
+        node.start_kube_proxy()
+        api = self.api
+
+        def ready() -> bool:
+            try:
+                obj = api.get(f"/api/v1/nodes/{NODE_NAME}")
+            except ApiError:
+                return False
+            conds = obj.get("status", {}).get("conditions", [])
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+        self._wait(ready, f"real node {NODE_NAME} Ready", deadline, "kubelet")
+        # kube-proxy has programmed the `kubernetes` Service once its healthz answers.
+        url = f"http://127.0.0.1:{ports['kube-proxy-healthz']}/healthz"
+        self._wait(lambda: _http_get(url)[0] == 200, f"kube-proxy {url}", deadline, "kube-proxy")
+        log.info("real node %s Ready (containerd %s)", NODE_NAME, node.socket)
+
+    def _start_registry(self, node_dir: Path, deadline: float) -> None:
+        """Start the local registry (TLS from the cluster CA, htpasswd auth) and wait until it answers."""
+        pki = self._require_pki()
+        creds = registry_credentials()
+        cert_pem, key_pem = self.issue_serving_cert(("localhost",), ("127.0.0.1",))
+        (node_dir / "registry.crt").write_bytes(cert_pem)
+        (node_dir / "registry.key").write_bytes(key_pem)
+        os.chmod(node_dir / "registry.key", 0o600)
+        config = node_dir / "registry.yml"
+        config.write_text(registry_config(port=REGISTRY_PORT, cert=node_dir / "registry.crt", key=node_dir / "registry.key"),
+                          encoding="utf-8")
+        self._spawn("docker-registry", [registry_binary(), "serve", str(config)])
+        self.registry = RegistryClient(registry_address(), pki.ca_cert, creds)
+        registry = self.registry
+
+        def up() -> bool:
+            try:
+                return registry.ping() == 200
+            except OSError:
+                return False
+
+        self._wait(up, f"local registry https://{registry_address()}", deadline, "docker-registry")
+
+    def _stop_node_processes(self) -> None:
+        """Stop kube-proxy and the kubelet, remove every pod through CRI, stop containerd and the registry."""
+        if self._lease is None:
+            return
+        by_name = {p.name: p for p in self.processes}
+        stop_processes([by_name[n] for n in ("kube-proxy", "kubelet") if n in by_name])
+        if self.node is not None and "containerd" in by_name and by_name["containerd"].alive():
+            self.node.remove_pods()
+        stop_processes([by_name[n] for n in ("containerd", "docker-registry") if n in by_name])
+        self.processes = [p for p in self.processes if p.name not in _NODE_PROCESSES]
+
+    def _cleanup_node_host(self) -> None:
+        """Undo every change the node made to the host and release the machine's real-node lock."""
+        if self._lease is None:
+            return
+        removed = cleanup_node(self._lease.node_dir)
+        log.info("real node cleaned up: %s", ", ".join(removed) or "nothing to undo")
+        self._lease.release()
+        self._lease = None
+        self.node = None
+        self.registry = None
 
     def _spawn(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> ManagedProcess:
         d = self._require_dir()
@@ -592,8 +749,8 @@ class LocalCluster:
         args = [
             str(binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
             f"--secure-port={port}",
             f"--cert-dir={d / 'pki'}",
             f"--tls-cert-file={pki.serving_cert}",
@@ -616,8 +773,11 @@ class LocalCluster:
             # the requirement explicit (the operator registers a validating webhook).
             "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota",
             # The lease reconciler refuses a loopback advertise address ("may not be in
-            # the loopback range"), so the default/kubernetes Service gets no endpoints.
-            "--endpoint-reconciler-type=none",
+            # the loopback range"), so without a real node the default/kubernetes Service gets
+            # no endpoints; with one it points at the bridge address pods can reach.
+            f"--endpoint-reconciler-type={'lease' if self.want_real_node else 'none'}",
+            f"--kubelet-client-certificate={pki.client('apiserver-kubelet-client')[0]}",
+            f"--kubelet-client-key={pki.client('apiserver-kubelet-client')[1]}",
             "--profiling=false",
             *self.extra_args.get("kube-apiserver", []),
         ]
@@ -883,6 +1043,12 @@ class LocalCluster:
             on_timeout=lambda: f"kwok log tail:\n{self.process('kwok').log_tail(20)}",
         )
         return result
+
+    def push_image(self, image: BuiltImage, repo: str | None = None, tag: str | None = None) -> str:
+        """Push a built image to the real node's registry; return ``127.0.0.1:<port>/<repo>:<tag>``."""
+        if self.registry is None:
+            raise ClusterError("this cluster has no real node, hence no local registry (start it with real_node=True)")
+        return self.registry.push(image, repo or image.name, tag or image.tag)
 
     def issue_serving_cert(self, dns_names: Sequence[str] = ("localhost",), ips: Sequence[str] = ("127.0.0.1",)) -> tuple[bytes, bytes]:
         """Issue a serving cert signed by the cluster CA (for local webhooks); returns PEMs."""

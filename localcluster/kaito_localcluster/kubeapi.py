@@ -16,6 +16,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from .nodeconfig import BRIDGE_IP
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -44,7 +46,7 @@ class KubeApi:
     """HTTPS+JSON client authenticated with a client certificate."""
 
     def __init__(self, host: str, port: int, ca_file: Path, cert_file: Path, key_file: Path, timeout: float = 30.0) -> None:
-        if host not in ("127.0.0.1", "localhost"):
+        if host not in ("127.0.0.1", "localhost", BRIDGE_IP):
             raise ValueError(f"KubeApi only talks to the local cluster, not {host!r}")
         self.host = host
         self.port = port

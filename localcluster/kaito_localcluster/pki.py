@@ -35,7 +35,8 @@ APISERVER_DNS_NAMES: tuple[str, ...] = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-APISERVER_IPS: tuple[str, ...] = ("127.0.0.1", "10.0.0.1")
+#: 10.88.0.1 is the real node's bridge address, which the apiserver binds when a real node runs.
+APISERVER_IPS: tuple[str, ...] = ("127.0.0.1", "10.0.0.1", "10.88.0.1")
 
 
 @dataclasses.dataclass(frozen=True)

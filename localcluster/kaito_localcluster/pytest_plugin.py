@@ -6,6 +6,12 @@ Fixtures:
   stopped at the end of the session.  Building the binaries on first use prints
   progress lines on the terminal even while output is captured.
 * ``kube_namespace`` (function): a fresh namespace name, deleted after the test.
+* ``real_node_cluster`` (module, opt-in: only tests that ask for it pay for it): a cluster with
+  the real CPU node (containerd + kubelet + kube-proxy + local registry), stopped, with every host
+  change undone, at the end of the module.  One real node runs per machine: it waits up to
+  ``KAITO_REAL_NODE_WAIT`` seconds (default 900) for another checkout's node.
+* ``real_namespace`` (function): a fresh namespace on ``real_node_cluster`` with the registry pull
+  secret ``kaito-local-registry`` in it, also set on its ``default`` service account.
 
 Environment:
 
@@ -26,6 +32,8 @@ import pytest
 from .build import ensure_binaries
 from .cluster import LocalCluster
 from .kubeapi import wait_for
+from .nodebuild import ensure_node_tools
+from .registry import credentials as registry_credentials
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +105,40 @@ def kube_namespace(local_cluster: LocalCluster) -> Iterator[str]:
     finally:
         if not keep_cluster():
             api.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture(scope="module")
+def real_node_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A local cluster with the real CPU node (module scope; opt-in)."""
+    config = request.config
+    binaries = ensure_binaries(progress=lambda msg: _say(config, msg))
+    tools = ensure_node_tools(progress=lambda msg: _say(config, msg))
+    cluster = LocalCluster(
+        binaries=binaries, node_tools=tools, real_node=True, start_timeout=240,
+        real_node_wait=float(os.environ.get("KAITO_REAL_NODE_WAIT", "900")),
+    )
+    cluster.start()
+    _say(config, f"cluster with a real node ready at {cluster.server} in {cluster.start_seconds:.1f}s")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def real_namespace(real_node_cluster: LocalCluster) -> Iterator[str]:
+    """A fresh namespace on the real-node cluster, with the local registry's pull secret."""
+    name = f"real-{uuid.uuid4().hex[:10]}"
+    api = real_node_cluster.api
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    wait_for(lambda: api.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"), timeout=30,
+             what=f"service account {name}/default")
+    secret = registry_credentials().pull_secret(name)
+    api.create(f"/api/v1/namespaces/{name}/secrets", secret)
+    # Pods of the default service account (e.g. `kubectl run`) pull with it without naming it.
+    api.patch(f"/api/v1/namespaces/{name}/serviceaccounts/default",
+              {"imagePullSecrets": [{"name": secret["metadata"]["name"]}]})
+    try:
+        yield name
+    finally:
+        api.delete(f"/api/v1/namespaces/{name}")

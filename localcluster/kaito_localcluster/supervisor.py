@@ -121,6 +121,7 @@ def supervise(
     scheduler: bool = True,
     kwok: bool = True,
     start_timeout: float = 120.0,
+    real_node: bool = False,
 ) -> int:
     """Run the cluster until a stop signal; return the process exit code."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +152,7 @@ def supervise(
         scheduler=scheduler,
         kwok=kwok,
         start_timeout=start_timeout,
+        real_node=real_node,
     )
     extras: list[ManagedProcess] = []
     try:

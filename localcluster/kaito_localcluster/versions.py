@@ -13,6 +13,11 @@ KUBERNETES_VERSION = "v1.37.1"
 KWOK_VERSION = "v0.8.0"
 #: go.etcd.io/etcd/server/v3 tag (>= 3.5.13 so kube-apiserver gets RequestWatchProgress).
 ETCD_VERSION = "v3.6.16"
+#: github.com/containerd/containerd/v2 tag of the real node's CRI runtime (the newest the Go
+#: module proxy serves; kubelet 1.37 needs containerd 2.x for the RuntimeConfig RPC).
+CONTAINERD_VERSION = "v2.4.2"
+#: sigs.k8s.io/cri-tools tag of crictl (the real node's teardown and debugging CRI client).
+CRICTL_VERSION = "v1.37.0"
 
 
 def staging_version(kubernetes_version: str) -> str:

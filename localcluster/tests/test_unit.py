@@ -45,7 +45,7 @@ def test_k8s_wrapper_module_pins_all_33_staging_modules(tmp_path: Path) -> None:
     assert len(replaces) == 33
     assert all(r[2] == r[0] and r[3] == "v0.37.1" for r in replaces)
     assert "require k8s.io/kubernetes v1.37.1" in gomod
-    assert (tmp_path / "tools.go").read_text().count("k8s.io/kubernetes/cmd/") == 3
+    assert (tmp_path / "tools.go").read_text().count("k8s.io/kubernetes/cmd/") == 5
 
 
 def test_ldflags_and_versions() -> None:

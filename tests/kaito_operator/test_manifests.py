@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from opgolden import assert_golden, load_example
+from opgolden import READY, assert_golden, load_example, plan_for
 
 from fakeapi import FakeApiServer
 
@@ -21,20 +21,6 @@ from kaito_core.operator.manifests import ANNOTATION_APPLIED_HASH, object_hash, 
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.plugins import Registry
 from kaito_core.provisioners import ProvisionResult
-
-READY = ProvisionResult(ready=True, ready_nodes=("node-0",))
-
-
-def plan_for(obj: dict[str, Any], registry: Registry, provisioner: str = "gpu-provisioner", **settings: Any) -> plan.Desired:
-    """Exactly the reconciler's planning of ``obj`` (validation, backend choice, plan_inference)
-    with the nodes reported ready, as :meth:`Reconciler._read_and_plan` does it."""
-    config = OperatorSettings.load(node_provisioner={"name": provisioner}, **settings)
-    ws = checks.check(obj, registry, cloud=config.cloud.provider, provisioner=provisioner)
-    assert ws.inference and ws.inference.preset
-    preset = registry.preset(ws.inference.preset.name)
-    backend = registry.backend(serving.choose_backend(preset, ws.metadata.annotations))
-    return plan.plan_inference(ws, preset, backend, registry.provisioner(provisioner), config, plan.Observed(provision=READY))
-
 
 def objects_for(obj: dict[str, Any], registry: Registry, provisioner: str = "gpu-provisioner") -> list[dict[str, Any]]:
     """The objects the reconciler would apply for ``obj`` once its nodes are ready."""

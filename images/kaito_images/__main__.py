@@ -1,0 +1,3 @@
+from kaito_images.cli import main
+
+raise SystemExit(main())

