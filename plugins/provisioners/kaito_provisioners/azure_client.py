@@ -9,6 +9,7 @@ first use, so a user without Azure never installs them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -78,6 +79,8 @@ def make_agent_pools(settings: AzureSettings) -> Any:
         from azure.mgmt.containerservice import ContainerServiceClient
     except ImportError as exc:
         raise PluginError(INSTALL_HINT) from exc
+    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # every request at INFO; our own lines say what happened
     endpoint = settings.resource_manager_endpoint.rstrip("/")
     scope = "https://management.azure.com/.default" if endpoint == "https://management.azure.com" else f"{endpoint}/.default"
     transport: dict[str, Any] = {"connection_verify": settings.ca_bundle} if settings.ca_bundle else {}
