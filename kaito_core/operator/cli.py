@@ -15,7 +15,7 @@ from kaito_core.operator.settings import OperatorSettings
 
 def operator(
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config)")] = None,
-    node_provisioner: Annotated[str | None, typer.Option(help="node provisioner plugin: gpu-provisioner (default) or byo")] = None,
+    node_provisioner: Annotated[str | None, typer.Option(help="node provisioner plugin (see `kaito plugins`): gpu-provisioner (default), azure-agentpool or byo")] = None,
     namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="watch only these namespaces (repeatable); default: all")] = None,
     webhook: Annotated[bool | None, typer.Option("--webhook/--no-webhook", help="serve the validating admission webhook")] = None,
     webhook_host: Annotated[str | None, typer.Option(help="host the API server uses to reach the webhook")] = None,

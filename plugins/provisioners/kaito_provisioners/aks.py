@@ -30,7 +30,6 @@ from kaito_provisioners.nodeclaim import owner_labels
 from kaito_provisioners.nodes import NodeFacts
 
 log = logging.getLogger("kaito.provisioners.aks")
-BUSY = ("Creating", "Updating", "Scaling", "Upgrading", "Starting", "Stopping")
 
 
 class AksProvisioner(NodeProvisioner):
@@ -67,12 +66,15 @@ class AksProvisioner(NodeProvisioner):
                 self._put(ops, settings, name, request)
                 return _waiting(f"agent pool {name} ({request.count} x {request.instance_type}) is being created", 2.0)
             if state == "Failed":
-                self._fail(ops, settings, pool, name, request)
+                ops.begin_delete(settings.resource_group, settings.cluster_name, name, polling=False)  # nothing half-made stays
+                raise _failure(settings, pool, name, request)
             if state == "Deleting":
+                if _provisioning_error(pool) is not None:  # our clean-up of a failed pool: keep saying why
+                    raise _failure(settings, pool, name, request)
                 return _waiting(f"agent pool {name} is being deleted; it is created again once it is gone", 2.0)
-            if state in BUSY or state != "Succeeded":
+            if state != "Succeeded":
                 return _waiting(f"agent pool {name} is {str(state).lower()} (provisioningState {state})", 2.0)
-            if pool.vm_size != request.instance_type:
+            if str(pool.vm_size).lower() != str(request.instance_type).lower():
                 ops.begin_delete(settings.resource_group, settings.cluster_name, name, polling=False)
                 return _waiting(f"agent pool {name} has VM size {pool.vm_size}, not {request.instance_type}: replacing it", 2.0)
             if pool.count != request.count:
@@ -113,15 +115,6 @@ class AksProvisioner(NodeProvisioner):
         log.info("agent pool %s for workspace %s/%s: PUT accepted (%d x %s)", name, request.namespace, request.workspace,
                  request.count, request.instance_type)
 
-    @staticmethod
-    def _fail(ops: Any, settings: AzureSettings, pool: Any, name: str, request: NodeRequest) -> None:
-        """A failed pool is deleted (nothing half-created stays) and reported; the next round tries again."""
-        error = getattr(getattr(pool, "status", None), "provisioning_error", None)
-        problem = explain(status=None, code=getattr(error, "code", None) or "", message=getattr(error, "message", None) or "provisioningState Failed",
-                          pool=name, vm_size=request.instance_type or "", location=settings.location)
-        ops.begin_delete(settings.resource_group, settings.cluster_name, name, polling=False)
-        raise ProvisioningError(problem.message, reason=problem.reason, retryable=problem.retryable)
-
     def _collect_garbage(self, nodes: NodeClient, ops: Any, settings: AzureSettings) -> None:
         """Every ``gc_interval_s``: delete the pools this provisioner made whose Workspace is gone."""
         with self._lock:
@@ -146,6 +139,18 @@ def _get(ops: Any, settings: AzureSettings, name: str) -> Any:
         return ops.get(settings.resource_group, settings.cluster_name, name)
     except ResourceNotFoundError:
         return None
+
+
+def _provisioning_error(pool: Any) -> Any:
+    return getattr(getattr(pool, "status", None), "provisioning_error", None)
+
+
+def _failure(settings: AzureSettings, pool: Any, name: str, request: NodeRequest) -> ProvisioningError:
+    """What a failed pool's status.provisioningError means for the user (the next round tries again)."""
+    error = _provisioning_error(pool)
+    problem = explain(status=None, code=getattr(error, "code", None) or "", message=getattr(error, "message", None) or "provisioningState Failed",
+                      pool=name, vm_size=request.instance_type or "", location=settings.location)
+    return ProvisioningError(problem.message, reason=problem.reason, retryable=problem.retryable)
 
 
 def _waiting(message: str, retry_after_s: float) -> ProvisionResult:

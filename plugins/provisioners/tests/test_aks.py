@@ -223,3 +223,23 @@ def test_pools_whose_workspace_is_gone_are_collected(aks: AksProvisioner, emulat
     collector.configure(azure=azure_settings(emulator, tmp_path / "token3"))
     collector.ensure_nodes(nodes, REQUEST)
     until(lambda: list(emulator.pools()) == [pool_name("team-a", "phi")], "orphan collected")
+
+
+def test_a_count_change_scales_the_same_pool(aks: AksProvisioner, emulator: ArmEmulator, nodes: Nodes) -> None:
+    until(lambda: aks.ensure_nodes(nodes, REQUEST).ready, "two nodes")
+    bigger = REQUEST.model_copy(update={"count": 3})
+    scaling = aks.ensure_nodes(nodes, bigger)
+    assert not scaling.ready and "being scaled from 2 to 3 nodes" in scaling.message
+    done = until(lambda: (r := aks.ensure_nodes(nodes, bigger)).ready and r, "three nodes")
+    assert len(done.ready_nodes) == 3 and list(emulator.pools()) == [pool_name("team-a", "phi")]
+    assert [r.body["properties"]["count"] for r in emulator.arm_requests("PUT")] == [2, 3]
+
+
+def test_missing_settings_name_the_fields_to_set(nodes: Nodes) -> None:
+    aks = AksProvisioner()
+    aks.configure(azure=AzureSettings(subscription_id="s"))
+    with pytest.raises(ProvisioningError) as info:
+        aks.ensure_nodes(nodes, REQUEST)
+    assert info.value.reason == "AzureNotConfigured" and not info.value.retryable
+    assert "nodeProvisioner.azure.resourceGroup (KAITO_NODE_PROVISIONER__AZURE__RESOURCE_GROUP)" in str(info.value)
+    assert "nodeProvisioner.azure.clusterName" in str(info.value)
