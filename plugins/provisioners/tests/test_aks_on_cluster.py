@@ -205,9 +205,12 @@ def test_sigkill_during_creates_converges_to_one_pool_per_workspace(aks: Aks, ns
     rng = random.Random()
     names = [f"ws-{i}" for i in range(10)]
     aks.emulator.op_seconds = 1.0  # a create lasts long enough to be killed in the middle of
-    for name in names:
+    # kill points spread over a create: before the PUT, while ARM runs it, after it succeeded
+    delays = [i * 0.15 + rng.uniform(0.0, 0.15) for i in range(10)]
+    rng.shuffle(delays)
+    for name, delay in zip(names, delays, strict=True):
         aks.apply(ns, name)
-        time.sleep(rng.uniform(0.0, 1.5))  # the operator is up: killed somewhere in this Workspace's create
+        time.sleep(delay)
         aks.crash_operator()
     aks.emulator.op_seconds = 0.3
     for name in names:
