@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kaito_core.errors import KaitoError
 from kaito_core.operator import logs
 from kaito_core.operator.settings import OperatorSettings
 
@@ -56,7 +57,11 @@ def operator(
 
     from kaito_core.operator.runtime import run
 
-    asyncio.run(run(settings, kubeconfig=str(kubeconfig) if kubeconfig else None))
+    try:
+        asyncio.run(run(settings, kubeconfig=str(kubeconfig) if kubeconfig else None))
+    except KaitoError as exc:  # the chosen plugins refused their settings at start-up
+        typer.echo(f"kaito operator: cannot start: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from kaito_core.provisioners import (
     ProvisionResult,
 )
 from kaito_provisioners.agentpool import AGENTPOOL_LABEL, MANAGED_BY, MANAGED_BY_LABEL, build_agent_pool, explain, pool_name
-from kaito_provisioners.azure_client import arm_errors, check_settings, make_agent_pools
+from kaito_provisioners.azure_client import arm_errors, check_settings, make_agent_pools, require_azure_packages
 from kaito_provisioners.nodeclaim import owner_labels
 from kaito_provisioners.nodes import NodeFacts
 
@@ -46,8 +46,15 @@ class AksProvisioner(NodeProvisioner):
         self._next_gc = 0.0
 
     def configure(self, *, azure: AzureSettings | None = None, **_: Any) -> None:
-        """Take nodeProvisioner.azure (the client is built on first use)."""
+        """Take nodeProvisioner.azure (the client is built on first use).
+
+        Raises (so the operator refuses to start with the message):
+            ProvisioningError: subscriptionId, resourceGroup or clusterName is missing.
+            PluginError: the azure extra is not installed.
+        """
         if azure is not None:
+            check_settings(azure)
+            require_azure_packages()
             with self._lock:
                 self._settings, self._ops = azure, None
 

@@ -34,6 +34,18 @@ def check_settings(settings: AzureSettings | None) -> AzureSettings:
     return settings
 
 
+def require_azure_packages() -> None:
+    """PluginError with the install command when the azure extra is missing."""
+    import importlib.util
+
+    try:
+        missing = any(importlib.util.find_spec(m) is None for m in ("azure.identity", "azure.mgmt.containerservice"))
+    except ModuleNotFoundError:  # not even the azure namespace
+        missing = True
+    if missing:
+        raise PluginError(INSTALL_HINT)
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.title() for p in rest)

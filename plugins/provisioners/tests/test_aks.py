@@ -4,6 +4,9 @@ in-memory NodeClient: the exact requests, readiness, every failure mode's messag
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -235,11 +238,19 @@ def test_a_count_change_scales_the_same_pool(aks: AksProvisioner, emulator: ArmE
     assert [r.body["properties"]["count"] for r in emulator.arm_requests("PUT")] == [2, 3]
 
 
-def test_missing_settings_name_the_fields_to_set(nodes: Nodes) -> None:
-    aks = AksProvisioner()
-    aks.configure(azure=AzureSettings(subscription_id="s"))
+def test_missing_settings_name_the_fields_to_set() -> None:
     with pytest.raises(ProvisioningError) as info:
-        aks.ensure_nodes(nodes, REQUEST)
+        AksProvisioner().configure(azure=AzureSettings(subscription_id="s"))
     assert info.value.reason == "AzureNotConfigured" and not info.value.retryable
     assert "nodeProvisioner.azure.resourceGroup (KAITO_NODE_PROVISIONER__AZURE__RESOURCE_GROUP)" in str(info.value)
     assert "nodeProvisioner.azure.clusterName" in str(info.value)
+
+
+def test_the_operator_refuses_to_start_without_the_azure_settings(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAITO_", "KUBECONFIG"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "kaito_core.operator", "--node-provisioner", "azure-agentpool", "--kubeconfig", str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "kaito operator: cannot start: the azure-agentpool provisioner needs nodeProvisioner.azure.subscriptionId" in result.stderr
