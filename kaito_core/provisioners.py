@@ -196,7 +196,13 @@ class NodeProvisioner(abc.ABC):
 
     def configure(self, *, azure: AzureSettings | None = None, **_: Any) -> None:  # noqa: B027 - optional hook
         """Take the operator's settings for provisioners (keyword-only and additive: new sections
-        arrive as new keywords). Called once at operator start; the default ignores them."""
+        arrive as new keywords). Called once at operator start, for the chosen provisioner only;
+        the default ignores them.
+
+        Raises:
+            KaitoError: the settings (or the installed packages) cannot work; the operator refuses
+                to start with this message.
+        """
 
     @abc.abstractmethod
     def ensure_nodes(self, nodes: NodeClient, request: NodeRequest) -> ProvisionResult:
