@@ -166,7 +166,11 @@ def test_phi3_example_ready_through_aks_and_delete_leaves_nothing(aks: Aks, ns: 
     assert any(r.path == "/kaito-tenant/oauth2/v2.0/token" and r.body["client_id"] == "kaito-client" for r in aks.emulator.requests)
     assert [n["metadata"]["name"] for n in aks.nodes(name)] == [f"aks-{name}-12345678-vmss000000"]
     delete_and_wait_gone(aks, ns, ["workspace-phi-3-mini"])
-    assert [r.path for r in aks.emulator.arm_requests("DELETE")].count(path) >= 1
+    mine = [r for r in aks.emulator.arm_requests() if r.path == path]
+    assert {r.method for r in mine} == {"GET", "PUT", "DELETE"} and mine[0].method == "GET"
+    assert [r.method for r in mine].count("DELETE") == 1
+    assert [r.body for r in mine if r.method == "PUT"][0]["properties"]["nodeLabels"]["kaito.sh/workspacenamespace"] == ns
+    assert not any("/operations/" in r.path for r in aks.emulator.arm_requests())  # no worker ever waited on an operation
 
 
 def test_each_failure_mode_is_a_condition_that_says_what_to_do(aks: Aks, ns: str) -> None:
