@@ -90,7 +90,9 @@ class NotReadyError(KaitoError):
 class ProvisioningError(KaitoError):
     """A node provisioner failed in a way that needs a person (quota, bad SKU, cloud error)."""
 
-    def __init__(self, message: str, *, reason: str = "ProvisioningFailed", retryable: bool = True) -> None:
+    def __init__(self, message: str, *, reason: str = "ProvisioningFailed", retryable: bool = True, delay: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.retryable = retryable
+        self.delay = delay
+        """Seconds to wait before retrying when the cloud said so (e.g. HTTP 429 Retry-After); None: the setting."""

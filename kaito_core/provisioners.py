@@ -17,7 +17,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kaito_core.api.workspace import ConditionStatus, ConditionType
 from kaito_core.errors import KaitoError
@@ -25,6 +25,42 @@ from kaito_core.presets import FrozenModel
 
 NODECLAIM_CRD = "nodeclaims.karpenter.sh"
 """The Karpenter NodeClaim CRD (version v1) that NodeClaim-based provisioners need."""
+
+
+class AzureSettings(BaseModel):
+    """values.yaml ``nodeProvisioner.azure``: where and as whom the ``azure-agentpool`` provisioner
+    creates AKS agent pools (other provisioners ignore it)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    subscription_id: str = ""
+    """Azure subscription of the AKS cluster (ARM_SUBSCRIPTION_ID in gpu-provisioner)."""
+    resource_group: str = ""
+    """Resource group of the AKS cluster (not the MC_ node resource group)."""
+    cluster_name: str = ""
+    """Name of the AKS managed cluster the agent pools are added to."""
+    location: str = ""
+    """Azure region of the cluster, e.g. eastus; named in quota and capacity messages."""
+    tenant_id: str = ""
+    """Entra tenant of the identity (AZURE_TENANT_ID); empty: taken from the environment."""
+    client_id: str = ""
+    """Client ID of the user-assigned managed identity / workload identity (AZURE_CLIENT_ID);
+    empty: taken from the environment (or the system-assigned identity)."""
+    credential: str = "auto"
+    """auto (workload identity when a federated token file is present, else managed identity when
+    clientId is set, else DefaultAzureCredential), workload, managed or default."""
+    federated_token_file: str = ""
+    """Workload-identity token file; empty: AZURE_FEDERATED_TOKEN_FILE (set by the AKS webhook)."""
+    authority_host: str = "https://login.microsoftonline.com"
+    """Entra ID authority (change for sovereign clouds)."""
+    resource_manager_endpoint: str = "https://management.azure.com"
+    """Azure Resource Manager endpoint (change for sovereign clouds)."""
+    ca_bundle: str = ""
+    """PEM file to verify the ARM and Entra endpoints with instead of the system store (private clouds, tests)."""
+    request_timeout_s: float = 30.0
+    """Connect/read timeout of one ARM or Entra request; long operations are never waited on."""
+    gc_interval_s: float = 120.0
+    """How often agent pools whose Workspace is gone are looked for and deleted."""
 
 
 class NodeRequest(FrozenModel):
@@ -141,6 +177,12 @@ class NodeClient(abc.ABC):
     def delete_nodeclaim(self, name: str) -> None:
         """Delete a NodeClaim (already gone is fine)."""
 
+    def workspace_exists(self, namespace: str, name: str) -> bool:
+        """Whether the Workspace still exists (for garbage-collecting cloud objects left behind).
+
+        The default answers True (collect nothing); the operator's client reads its watch cache."""
+        return True
+
 
 class NodeProvisioner(abc.ABC):
     """A node provisioner, registered by a plugin."""
@@ -151,6 +193,16 @@ class NodeProvisioner(abc.ABC):
     """One line for `kaito plugins`."""
     capabilities: ProvisionerCapabilities = ProvisionerCapabilities()
     """What it does (creates nodes or uses existing ones, which CRDs it needs)."""
+
+    def configure(self, *, azure: AzureSettings | None = None, **_: Any) -> None:  # noqa: B027 - optional hook
+        """Take the operator's settings for provisioners (keyword-only and additive: new sections
+        arrive as new keywords). Called once at operator start, for the chosen provisioner only;
+        the default ignores them.
+
+        Raises:
+            KaitoError: the settings (or the installed packages) cannot work; the operator refuses
+                to start with this message.
+        """
 
     @abc.abstractmethod
     def ensure_nodes(self, nodes: NodeClient, request: NodeRequest) -> ProvisionResult:

@@ -1,5 +1,5 @@
 # Operator (kaito_core.operator), the node provisioner plugins, and the local cluster for e2e tests.
-VENV_PACKAGES += -e plugins/provisioners
+VENV_PACKAGES += -e 'plugins/provisioners[azure]'
 PYTEST_PATHS += plugins/provisioners/tests
 
 CLUSTER_CRDS := charts/kaito/crds/kaito.sh_workspaces.yaml charts/kaito/crds/karpenter.sh_nodeclaims.yaml

@@ -74,13 +74,19 @@ def _is_permanent_provisioning(exc: BaseException) -> bool:
     return isinstance(exc, ProvisioningError) and not exc.retryable
 
 
+def _provisioning_delay(exc: BaseException, settings: RequeueSettings) -> float:
+    """The cloud's own Retry-After when it gave one, else the setting."""
+    delay = exc.delay if isinstance(exc, ProvisioningError) else None
+    return delay if delay is not None else settings.provisioning_s
+
+
 RULES: tuple[Rule, ...] = (
     Rule(lambda e: isinstance(e, NotReadyError), "requeue",
          lambda e, s: e.delay if isinstance(e, NotReadyError) else s.nodes_s, _keep),
     Rule(lambda e: isinstance(e, ValidationError), "invalid", lambda e, s: s.invalid_s, _invalid, "WorkspaceInvalid"),
     Rule(lambda e: isinstance(e, (NotFoundError, PluginError)), "invalid", lambda e, s: s.invalid_s, _blocked, "PluginMissing"),
     Rule(_is_permanent_provisioning, "invalid", lambda e, s: s.invalid_s, _blocked, "ProvisioningFailed"),
-    Rule(lambda e: isinstance(e, ProvisioningError), "requeue", lambda e, s: s.provisioning_s, _blocked, "ProvisioningFailed"),
+    Rule(lambda e: isinstance(e, ProvisioningError), "requeue", _provisioning_delay, _blocked, "ProvisioningFailed"),
     Rule(lambda e: isinstance(e, KaitoError), "requeue", lambda e, s: s.api_error_s, _keep),
     Rule(lambda e: _api_status(e) == 409, "requeue", lambda e, s: s.conflict_s, _keep),
     Rule(lambda e: isinstance(e, client.ApiException), "requeue", lambda e, s: s.api_error_s, _keep),

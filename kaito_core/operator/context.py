@@ -43,6 +43,7 @@ class OperatorContext:
         the watch caches once kopf binds them)."""
         registry = registry or Registry.from_entry_points()
         provisioner = registry.provisioner(settings.node_provisioner.name)  # fail at start-up, not per workspace
+        provisioner.configure(azure=settings.node_provisioner.azure)
         metrics = OperatorMetrics()
         kube = Kube(make_api_client(kubeconfig), on_request=metrics.api_request, cache=ObjectCache())
         for crd in provisioner.capabilities.required_crds:

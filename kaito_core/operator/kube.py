@@ -78,6 +78,7 @@ _PATHS = {
     "Pod": "/api/v1/namespaces/{ns}/pods",
     "Node": "/api/v1/nodes",
     "NodeClaim": "/apis/karpenter.sh/v1/nodeclaims",
+    "Workspace": "/apis/kaito.sh/v1beta1/namespaces/{ns}/workspaces",
 }
 Send = Callable[..., dict[str, Any]]
 """The transport: :func:`request`'s signature (tests pass an in-memory fake API server)."""

@@ -47,3 +47,7 @@ class KubeNodeClient(NodeClient):
     def delete_nodeclaim(self, name: str) -> None:
         """Delete a NodeClaim (already gone is fine)."""
         self.kube.delete("NodeClaim", "", name)
+
+    def workspace_exists(self, namespace: str, name: str) -> bool:
+        """Whether the Workspace exists (from the watch cache)."""
+        return self.kube.get("Workspace", namespace, name) is not None

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kaito_core.provisioners import AzureSettings
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
@@ -23,9 +25,12 @@ class NodeProvisionerSettings(_Section):
 
     name: str = "gpu-provisioner"
     """Registered provisioner plugin: gpu-provisioner (Karpenter NodeClaims served by Azure's
-    gpu-provisioner, the default), byo (bring-your-own labelled nodes), or another plugin."""
+    gpu-provisioner, the default), azure-agentpool (AKS agent pools created directly), byo
+    (bring-your-own labelled nodes), or another plugin."""
     default_node_image_family: str = "ubuntu"
     """OS image family of provisioned nodes when the workspace has no kaito.sh/node-image-family annotation."""
+    azure: AzureSettings = Field(default_factory=AzureSettings)
+    """AKS cluster and identity of the azure-agentpool provisioner (KAITO_NODE_PROVISIONER__AZURE__SUBSCRIPTION_ID, ...)."""
 
 
 class CloudSettings(_Section):
