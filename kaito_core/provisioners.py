@@ -25,6 +25,8 @@ from kaito_core.presets import FrozenModel
 
 NODECLAIM_CRD = "nodeclaims.karpenter.sh"
 """The Karpenter NodeClaim CRD (version v1) that NodeClaim-based provisioners need."""
+NODEPOOL_CRD = "nodepools.karpenter.sh"
+"""The Karpenter NodePool CRD (version v1) that the karpenter provisioner needs."""
 
 
 class NodeRequest(FrozenModel):
@@ -140,6 +142,40 @@ class NodeClient(abc.ABC):
     @abc.abstractmethod
     def delete_nodeclaim(self, name: str) -> None:
         """Delete a NodeClaim (already gone is fine)."""
+
+    # Generic cluster-scoped objects of the kinds the operator knows (e.g. ``NodePool``). Not
+    # abstract, so a client that serves only Nodes and NodeClaims keeps working.
+
+    def list_objects(self, kind: str, match_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Cluster-scoped objects of ``kind`` carrying all of ``match_labels``.
+
+        Raises:
+            ResourceNotServed: the kind's CRD is not installed (or this client does not serve it).
+        """
+        raise ResourceNotServed(f"this node client does not serve {kind} objects")
+
+    def create_object(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a cluster-scoped object (its ``kind`` says which); returns it as stored.
+
+        Raises:
+            ApiConflict: the name is taken.
+            ApiRefused: the API server refused the object (its answer is in the message).
+            ResourceNotServed: the kind's CRD is not installed.
+        """
+        raise ResourceNotServed(f"this node client does not serve {body.get('kind')} objects")
+
+    def patch_object(self, kind: str, name: str, merge_patch: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON-merge-patch a cluster-scoped object; returns it as stored.
+
+        Raises:
+            ApiRefused: the API server refused the change.
+            ResourceNotServed: the kind's CRD is not installed.
+        """
+        raise ResourceNotServed(f"this node client does not serve {kind} objects")
+
+    def delete_object(self, kind: str, name: str) -> None:
+        """Delete a cluster-scoped object (already gone is fine)."""
+        raise ResourceNotServed(f"this node client does not serve {kind} objects")
 
 
 class NodeProvisioner(abc.ABC):
