@@ -14,7 +14,7 @@ are counted in its metrics. Tests hand them an in-memory fake of the same interf
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import Field
@@ -187,6 +187,27 @@ class NodeProvisioner(abc.ABC):
     """One line for `kaito plugins`."""
     capabilities: ProvisionerCapabilities = ProvisionerCapabilities()
     """What it does (creates nodes or uses existing ones, which CRDs it needs)."""
+    install_hint: str = ""
+    """What to install when its prerequisites are missing (one sentence, for start-up errors)."""
+
+    def needs(self) -> list[str]:
+        """What it needs where the operator runs, for `kaito plugins` (e.g. ``CRD nodepools.karpenter.sh``).
+
+        A provisioner with credentials adds them here (override, calling ``super().needs()``)."""
+        return [f"CRD {crd}" for crd in self.capabilities.required_crds]
+
+    def missing_prerequisites(self, crd_installed: Callable[[str], bool]) -> list[str]:
+        """What is missing for it to work, each an actionable sentence; empty when all is there.
+
+        The operator calls this at start-up (``crd_installed`` asks the API server) and refuses
+        to start when anything is missing. A provisioner with credentials also checks them here
+        (override, calling ``super().missing_prerequisites()``)."""
+        hint = f": {self.install_hint}" if self.install_hint else ""
+        return [
+            f"node provisioner {self.name} needs the CRD {crd}, which the cluster does not serve{hint}"
+            for crd in self.capabilities.required_crds
+            if not crd_installed(crd)
+        ]
 
     @abc.abstractmethod
     def ensure_nodes(self, nodes: NodeClient, request: NodeRequest) -> ProvisionResult:

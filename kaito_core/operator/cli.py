@@ -15,7 +15,7 @@ from kaito_core.operator.settings import OperatorSettings
 
 def operator(
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config)")] = None,
-    node_provisioner: Annotated[str | None, typer.Option(help="node provisioner plugin: gpu-provisioner (default) or byo")] = None,
+    node_provisioner: Annotated[str | None, typer.Option(help="node provisioner plugin: gpu-provisioner (default), karpenter, byo or another installed one")] = None,
     namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="watch only these namespaces (repeatable); default: all")] = None,
     webhook: Annotated[bool | None, typer.Option("--webhook/--no-webhook", help="serve the validating admission webhook")] = None,
     webhook_host: Annotated[str | None, typer.Option(help="host the API server uses to reach the webhook")] = None,
@@ -54,9 +54,14 @@ def operator(
         overrides["metrics"] = metrics
     settings = OperatorSettings.load(**overrides)
 
+    from kaito_core.errors import NotFoundError, PrerequisiteError
     from kaito_core.operator.runtime import run
 
-    asyncio.run(run(settings, kubeconfig=str(kubeconfig) if kubeconfig else None))
+    try:
+        asyncio.run(run(settings, kubeconfig=str(kubeconfig) if kubeconfig else None))
+    except (NotFoundError, PrerequisiteError) as exc:
+        typer.echo(f"error: the operator cannot start: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

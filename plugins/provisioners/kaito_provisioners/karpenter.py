@@ -66,6 +66,7 @@ class KarpenterProvisioner(NodeProvisioner):
     name = "karpenter"
     description = "generic Karpenter-core v1: one NodePool per workspace (static replicas, no voluntary disruption)"
     capabilities = ProvisionerCapabilities(creates_nodes=True, required_crds=(NODEPOOL_CRD, NODECLAIM_CRD), watches_nodeclaims=True)
+    install_hint = "install Karpenter v1 (with the StaticCapacity feature gate) and its cloud provider, or its CRDs from charts/kaito/crds"
 
     def __init__(self, settings: KarpenterSettings | None = None) -> None:
         self.settings = settings or KarpenterSettings()

@@ -21,6 +21,8 @@ KIND = "NodePool"
 API_VERSION = "karpenter.sh/v1"
 ANNOTATION_SPEC_HASH = "kaito.sh/nodepool-spec-hash"
 """On the NodePool: hash of the spec the operator wrote, so an unchanged spec is never re-sent."""
+MAX_NAME = 50
+"""Longest NodePool name: its NodeClaims' names (``<pool>-<5 chars>``) stay valid label values."""
 RESERVED_LABEL_DOMAINS = ("karpenter.sh", "kubernetes.io/hostname")
 """Label keys a NodePool template may not carry (the NodePool CRD's CEL rules refuse them)."""
 
@@ -49,13 +51,14 @@ class KarpenterSettings(BaseSettings):
 
 
 def nodepool_name(workspace: str, namespace: str) -> str:
-    """``kaito-<namespace>-<workspace>``, shortened with a hash to the 63 characters a
-    ``karpenter.sh/nodepool`` label value allows; stable, so found again after a restart."""
+    """``kaito-<namespace>-<workspace>``, shortened with a hash to 50 characters; stable, so found
+    again after a restart. Karpenter names NodeClaims (and often their Nodes) ``<pool>-<5 chars>``,
+    and a Node name is also its ``kubernetes.io/hostname`` label value (63 characters at most)."""
     full = f"kaito-{namespace}-{workspace}"
-    if len(full) <= 63:
+    if len(full) <= MAX_NAME:
         return full
     digest = hashlib.sha256(f"{namespace}/{workspace}".encode()).hexdigest()[:10]
-    return f"{full[:52].rstrip('-.')}-{digest}"
+    return f"{full[: MAX_NAME - 11].rstrip('-.')}-{digest}"
 
 
 def _template_labels(request: NodeRequest) -> dict[str, str]:

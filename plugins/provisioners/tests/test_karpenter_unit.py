@@ -129,7 +129,7 @@ def test_nodepool_uses_only_fields_of_the_real_crd_schema() -> None:
 def test_nodepool_name_is_stable_and_fits_a_label_value() -> None:
     assert nodepool_name("ws", "team") == POOL
     long = nodepool_name("w" * 63, "n" * 63)
-    assert len(long) <= 63 and long == nodepool_name("w" * 63, "n" * 63) and long != nodepool_name("w" * 62, "n" * 63)
+    assert len(long) <= 50 and long == nodepool_name("w" * 63, "n" * 63) and long != nodepool_name("w" * 62, "n" * 63)
 
 
 def test_creates_one_nodepool_then_reports_ready_nodes_without_touching_it_again() -> None:
@@ -186,3 +186,14 @@ def test_delete_removes_the_nodepool_and_waits_for_its_nodeclaims_and_nodes() ->
     kube.nodes.clear()
     assert KarpenterProvisioner().delete_nodes(kube, workspace="ws", namespace="team") is True
     assert KarpenterProvisioner().delete_nodes(KarpenterMemory(crd=False), workspace="ws", namespace="team") is True
+
+
+def test_prerequisites_name_each_missing_crd_and_what_to_install() -> None:
+    provisioner = KarpenterProvisioner()
+    assert provisioner.needs() == ["CRD nodepools.karpenter.sh", "CRD nodeclaims.karpenter.sh"]
+    missing = provisioner.missing_prerequisites(lambda crd: crd == "nodeclaims.karpenter.sh")
+    assert missing == [
+        "node provisioner karpenter needs the CRD nodepools.karpenter.sh, which the cluster does not serve: install "
+        "Karpenter v1 (with the StaticCapacity feature gate) and its cloud provider, or its CRDs from charts/kaito/crds"
+    ]
+    assert provisioner.missing_prerequisites(lambda crd: True) == []
