@@ -52,6 +52,13 @@ class NodeRequest(FrozenModel):
     """Whether the nodes must have GPUs (adds the sku=gpu taint and waits for nvidia.com/gpu)."""
     cloud: str = "azure"
     """Cloud provider (azure, aws, arc): decides cloud-specific fields such as a NodeClaim's nodeClassRef."""
+    preferred_nodes: tuple[str, ...] = ()
+    """resource.preferredNodes: existing nodes to use first (bring-your-own)."""
+    gpu_memory_gib: float = Field(default=0.0, ge=0)
+    """GPU memory (GiB, as GPU Feature Discovery reports it: all GPUs of all ``count`` nodes
+    together) the model needs, the planner's usable fraction and per-GPU runtime included (counted
+    for one GPU per node); 0: not checked. Bring-your-own provisioners compare it with the nodes'
+    GFD labels."""
 
 
 class NodeCondition(FrozenModel):
