@@ -115,9 +115,22 @@ def test_karpenter_nodeclaim_failure_reaches_the_workspace(stack: Stack, karpent
     assert pools(stack, ns, name) == []
 
 
+def test_karpenter_crd_removed_while_running_reaches_the_workspace(stack: Stack, karpenter: Process, kube_namespace: str) -> None:
+    """Next to last in this module: it removes the NodePool CRD, the test after it puts it back."""
+    stack.cluster.api.delete(NODEPOOL_CRD_PATH)
+    wait_for(lambda: not stack.cluster.api.exists(NODEPOOL_CRD_PATH), timeout=30, what="NodePool CRD gone")
+    ns, ws = kube_namespace, load_manifest(PHI3)
+    ws["metadata"]["name"] = name = "phi-3-no-karpenter"
+    stack.kubectl("apply", "-n", ns, "-f", "-", input=dump(ws))
+    cond = wait_condition(stack, ns, name, "ResourceReady", "nodepools.karpenter.sh", karpenter)
+    assert "install Karpenter (v1, StaticCapacity feature gate on)" in cond["message"]
+    stack.kubectl("delete", "workspace", name, "-n", ns, "--timeout=90s")  # nothing of ours can exist
+    wait_gone(stack, ns, name)
+
+
 def test_karpenter_refuses_to_start_without_the_nodepool_crd(stack: Stack) -> None:
     """Last in this module: removing a CRD makes the garbage collector re-discover resources."""
-    if stack.cluster.api.exists(NODEPOOL_CRD_PATH):
+    if stack.cluster.api.exists(NODEPOOL_CRD_PATH):  # when run alone
         stack.cluster.api.delete(NODEPOOL_CRD_PATH)
         wait_for(lambda: not stack.cluster.api.exists(NODEPOOL_CRD_PATH), timeout=30, what="NodePool CRD gone")
     lone = operator_with(stack, "karpenter", "operator-karpenter-no-crd.log")
