@@ -64,7 +64,9 @@ def plugins() -> None:
     """List the presets, inference backends and node provisioners the installed plugins provide.
 
     Each item names the Python distribution that supplies it (e.g. kaito-phi3). Installing a
-    plugin package (pip install kaito-phi3) is the only step needed to add its items.
+    plugin package (pip install kaito-phi3) is the only step needed to add its items. Node
+    provisioners also list what they need in the cluster (CRDs, credentials); the operator
+    refuses to start when the chosen one's needs are missing.
     """
     registry = _registry()
     sections = (
@@ -80,9 +82,13 @@ def plugins() -> None:
         rows = []
         for name, item in items.items():
             source = registry.source(kind, name)
-            rows.append([name, source.distribution, getattr(item, "description", "")])
+            row = [name, source.distribution, getattr(item, "description", "")]
+            if kind == "provisioner":
+                row.insert(2, ", ".join(item.needs()) or "-")
+            rows.append(row)
         if rows:
-            typer.echo("\n".join("  " + line for line in _table(["NAME", "DISTRIBUTION", "DESCRIPTION"], rows).splitlines()))
+            headers = ["NAME", "DISTRIBUTION", "NEEDS", "DESCRIPTION"] if kind == "provisioner" else ["NAME", "DISTRIBUTION", "DESCRIPTION"]
+            typer.echo("\n".join("  " + line for line in _table(headers, rows).splitlines()))
         typer.echo("")
 
 

@@ -87,6 +87,11 @@ class NotReadyError(KaitoError):
         self.reason = reason
 
 
+class PrerequisiteError(KaitoError):
+    """What the chosen node provisioner needs in the cluster is missing (a CRD, credentials): the
+    operator refuses to start; the message says what is missing and what to do."""
+
+
 class ProvisioningError(KaitoError):
     """A node provisioner failed in a way that needs a person (quota, bad SKU, cloud error)."""
 

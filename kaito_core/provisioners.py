@@ -14,7 +14,7 @@ are counted in its metrics. Tests hand them an in-memory fake of the same interf
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +25,8 @@ from kaito_core.presets import FrozenModel
 
 NODECLAIM_CRD = "nodeclaims.karpenter.sh"
 """The Karpenter NodeClaim CRD (version v1) that NodeClaim-based provisioners need."""
+NODEPOOL_CRD = "nodepools.karpenter.sh"
+"""The Karpenter NodePool CRD (version v1) that the karpenter provisioner needs."""
 
 
 class AzureSettings(BaseModel):
@@ -86,6 +88,13 @@ class NodeRequest(FrozenModel):
     """Whether the nodes must have GPUs (adds the sku=gpu taint and waits for nvidia.com/gpu)."""
     cloud: str = "azure"
     """Cloud provider (azure, aws, arc): decides cloud-specific fields such as a NodeClaim's nodeClassRef."""
+    preferred_nodes: tuple[str, ...] = ()
+    """resource.preferredNodes: existing nodes to use first (bring-your-own)."""
+    gpu_memory_gib: float = Field(default=0.0, ge=0)
+    """GPU memory (GiB, as GPU Feature Discovery reports it: all GPUs of all ``count`` nodes
+    together) the model needs, the planner's usable fraction and per-GPU runtime included (counted
+    for one GPU per node); 0: not checked. Bring-your-own provisioners compare it with the nodes'
+    GFD labels."""
 
 
 class NodeCondition(FrozenModel):
@@ -183,6 +192,40 @@ class NodeClient(abc.ABC):
         The default answers True (collect nothing); the operator's client reads its watch cache."""
         return True
 
+    # Generic cluster-scoped objects of the kinds the operator knows (e.g. ``NodePool``). Not
+    # abstract, so a client that serves only Nodes and NodeClaims keeps working.
+
+    def list_objects(self, kind: str, match_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Cluster-scoped objects of ``kind`` carrying all of ``match_labels``.
+
+        Raises:
+            ResourceNotServed: the kind's CRD is not installed (or this client does not serve it).
+        """
+        raise ResourceNotServed(f"this node client does not serve {kind} objects")
+
+    def create_object(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a cluster-scoped object (its ``kind`` says which); returns it as stored.
+
+        Raises:
+            ApiConflict: the name is taken.
+            ApiRefused: the API server refused the object (its answer is in the message).
+            ResourceNotServed: the kind's CRD is not installed.
+        """
+        raise ResourceNotServed(f"this node client does not serve {body.get('kind')} objects")
+
+    def patch_object(self, kind: str, name: str, merge_patch: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON-merge-patch a cluster-scoped object; returns it as stored.
+
+        Raises:
+            ApiRefused: the API server refused the change.
+            ResourceNotServed: the kind's CRD is not installed.
+        """
+        raise ResourceNotServed(f"this node client does not serve {kind} objects")
+
+    def delete_object(self, kind: str, name: str) -> None:
+        """Delete a cluster-scoped object (already gone is fine)."""
+        raise ResourceNotServed(f"this node client does not serve {kind} objects")
+
 
 class NodeProvisioner(abc.ABC):
     """A node provisioner, registered by a plugin."""
@@ -193,6 +236,27 @@ class NodeProvisioner(abc.ABC):
     """One line for `kaito plugins`."""
     capabilities: ProvisionerCapabilities = ProvisionerCapabilities()
     """What it does (creates nodes or uses existing ones, which CRDs it needs)."""
+    install_hint: str = ""
+    """What to install when its prerequisites are missing (one sentence, for start-up errors)."""
+
+    def needs(self) -> list[str]:
+        """What it needs where the operator runs, for `kaito plugins` (e.g. ``CRD nodepools.karpenter.sh``).
+
+        A provisioner with credentials adds them here (override, calling ``super().needs()``)."""
+        return [f"CRD {crd}" for crd in self.capabilities.required_crds]
+
+    def missing_prerequisites(self, crd_installed: Callable[[str], bool]) -> list[str]:
+        """What is missing for it to work, each an actionable sentence; empty when all is there.
+
+        The operator calls this at start-up (``crd_installed`` asks the API server) and refuses
+        to start when anything is missing. A provisioner with credentials also checks them here
+        (override, calling ``super().missing_prerequisites()``)."""
+        hint = f": {self.install_hint}" if self.install_hint else ""
+        return [
+            f"node provisioner {self.name} needs the CRD {crd}, which the cluster does not serve{hint}"
+            for crd in self.capabilities.required_crds
+            if not crd_installed(crd)
+        ]
 
     def configure(self, *, azure: AzureSettings | None = None, **_: Any) -> None:  # noqa: B027 - optional hook
         """Take the operator's settings for provisioners (keyword-only and additive: new sections

@@ -16,7 +16,7 @@ from kaito_core.operator.settings import OperatorSettings
 
 def operator(
     kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config)")] = None,
-    node_provisioner: Annotated[str | None, typer.Option(help="node provisioner plugin (see `kaito plugins`): gpu-provisioner (default), azure-agentpool or byo")] = None,
+    node_provisioner: Annotated[str | None, typer.Option(help="node provisioner plugin (see `kaito plugins`): gpu-provisioner (default), karpenter, azure-agentpool, byo or another installed one")] = None,
     namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="watch only these namespaces (repeatable); default: all")] = None,
     webhook: Annotated[bool | None, typer.Option("--webhook/--no-webhook", help="serve the validating admission webhook")] = None,
     webhook_host: Annotated[str | None, typer.Option(help="host the API server uses to reach the webhook")] = None,
@@ -59,7 +59,7 @@ def operator(
 
     try:
         asyncio.run(run(settings, kubeconfig=str(kubeconfig) if kubeconfig else None))
-    except KaitoError as exc:  # the chosen plugins refused their settings at start-up
+    except KaitoError as exc:  # missing prerequisites, or the chosen plugins refused their settings
         typer.echo(f"kaito operator: cannot start: {exc}", err=True)
         raise typer.Exit(2) from exc
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 import kopf
 
+from kaito_core.errors import PrerequisiteError
 from kaito_core.operator import boundary
 from kaito_core.operator.cache import ObjectCache
 from kaito_core.operator.kube import Kube, make_api_client
@@ -40,18 +41,23 @@ class OperatorContext:
     @classmethod
     def create(cls, settings: OperatorSettings, *, registry: Registry | None = None, kubeconfig: str | None = None) -> OperatorContext:
         """Load plugins, connect to the cluster and build the reconciler (its reads are served by
-        the watch caches once kopf binds them)."""
+        the watch caches once kopf binds them).
+
+        Raises:
+            NotFoundError: the configured provisioner is not installed.
+            PrerequisiteError: what the provisioner needs in the cluster (its CRDs) is missing.
+        """
         registry = registry or Registry.from_entry_points()
         provisioner = registry.provisioner(settings.node_provisioner.name)  # fail at start-up, not per workspace
         provisioner.configure(azure=settings.node_provisioner.azure)
         metrics = OperatorMetrics()
         kube = Kube(make_api_client(kubeconfig), on_request=metrics.api_request, cache=ObjectCache())
-        for crd in provisioner.capabilities.required_crds:
-            if not kube.crd_installed(crd):
-                log.warning(
-                    "provisioner %s needs the CRD %s, which is not installed: workspaces will report it until it is",
-                    provisioner.name, crd,
-                )
+        missing = provisioner.missing_prerequisites(kube.crd_installed)
+        if missing:
+            raise PrerequisiteError(
+                "; ".join(missing) + f" (or choose another provisioner with nodeProvisioner.name / "
+                f"KAITO_NODE_PROVISIONER__NAME; installed: {', '.join(sorted(registry.provisioners()))})"
+            )
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=settings.concurrency.workers, thread_name_prefix="reconcile")
         reconciler = Reconciler(kube, registry, settings, metrics)
         return cls(settings=settings, registry=registry, reconciler=reconciler, executor=executor, metrics=metrics)

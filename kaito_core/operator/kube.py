@@ -79,6 +79,7 @@ _PATHS = {
     "Node": "/api/v1/nodes",
     "NodeClaim": "/apis/karpenter.sh/v1/nodeclaims",
     "Workspace": "/apis/kaito.sh/v1beta1/namespaces/{ns}/workspaces",
+    "NodePool": "/apis/karpenter.sh/v1/nodepools",
 }
 Send = Callable[..., dict[str, Any]]
 """The transport: :func:`request`'s signature (tests pass an in-memory fake API server)."""
@@ -164,6 +165,16 @@ class Kube:
         created = self._request("POST", _path(kind, meta.get("namespace") or ""), body=desired)
         self.cache.wrote(kind, created)
         return created
+
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON-merge-patch an object and return it as stored.
+
+        Raises:
+            kubernetes.client.ApiException: from the API server.
+        """
+        patched = self._request("PATCH", f"{_path(kind, namespace)}/{name}", body=dict(patch), content_type="application/merge-patch+json")
+        self.cache.wrote(kind, patched)
+        return patched
 
     def delete(self, kind: str, namespace: str, name: str, *, background: bool = False) -> None:
         """Delete an object (already gone is fine)."""

@@ -121,8 +121,17 @@ def plan_nodes(ws: Workspace, preset: Preset, backend: InferenceBackend, setting
         node_image_family=ws.metadata.annotations.get(ANNOTATION_NODE_IMAGE_FAMILY) or settings.node_provisioner.default_node_image_family,
         gpu=preset.requires_gpu,
         cloud=cloud,
+        preferred_nodes=tuple(ws.resource.preferred_nodes),
+        gpu_memory_gib=_byo_gpu_need_gib(preset, nodes) if preset.requires_gpu else 0.0,
     )
     return NodePlan(nodes=nodes, gpus_per_node=gpus, request=request)
+
+
+def _byo_gpu_need_gib(preset: Preset, nodes: int) -> float:
+    """Raw GPU memory ``nodes`` nodes (one GPU each at least) need for ``preset``: weights and KV
+    cache plus the runtime on each, over the usable fraction (as :mod:`kaito_core.fit` plans it)."""
+    need = preset.weights_gib * fit.WEIGHT_OVERHEAD + preset.kv_cache_gib(fit.DEFAULT_CONTEXT_TOKENS) + fit.RUNTIME_GIB_PER_GPU * nodes
+    return round(need / fit.GPU_MEMORY_UTILIZATION, 3)
 
 
 # -- inference -----------------------------------------------------------------------------------

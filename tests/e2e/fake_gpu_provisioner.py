@@ -94,6 +94,9 @@ def capacity_for(claim: dict[str, Any]) -> dict[str, str]:
 class FakeGpuProvisioner:
     """Level-based: each NodeClaim is looked at when it changes and on a timer until Ready."""
 
+    fail_reason = "LaunchFailed"
+    """The Launched=False reason of a failing SKU (a subclass plays another controller)."""
+
     def __init__(self, api: client.ApiClient, *, step_delay: float, fail_skus: dict[str, str]) -> None:
         self.api = api
         self.step_delay = step_delay
@@ -152,6 +155,14 @@ class FakeGpuProvisioner:
 
     # -- the provisioner ---------------------------------------------------------------------------
 
+    def node_name_for(self, nc: str) -> str:
+        """The Node name of NodeClaim ``nc``'s machine."""
+        return node_name(nc)
+
+    def handles(self, claim: dict[str, Any]) -> bool:
+        """gpu-provisioner serves the NodeClaims of KAITO's fake pool ``kaito`` only."""
+        return (claim["metadata"].get("labels") or {}).get("karpenter.sh/nodepool") == "kaito"
+
     def step(self, name: str) -> bool:
         """Advance NodeClaim ``name`` by one lifecycle step; True when it needs another look."""
         try:
@@ -161,6 +172,8 @@ class FakeGpuProvisioner:
                 return False
             raise
         meta, status = claim["metadata"], claim.get("status") or {}
+        if not self.handles(claim):
+            return False
         if meta.get("deletionTimestamp"):
             return self._terminate(claim)
         if FINALIZER not in (meta.get("finalizers") or []):
@@ -170,8 +183,8 @@ class FakeGpuProvisioner:
         conds = {c["type"]: c for c in status.get("conditions") or []}
         size = instance_type(claim)
         if size in self.fail_skus:
-            if conds.get("Launched", {}).get("reason") != "LaunchFailed":
-                self._set(claim, {}, {"Launched": ("False", "LaunchFailed", self.fail_skus[size])})
+            if conds.get("Launched", {}).get("reason") != self.fail_reason:
+                self._set(claim, {}, {"Launched": ("False", self.fail_reason, self.fail_skus[size])})
             return False
         if conds.get("Launched", {}).get("status") != "True":
             cap = capacity_for(claim)
@@ -220,7 +233,7 @@ class FakeGpuProvisioner:
 
     def _node(self, nc: str) -> dict[str, Any] | None:
         try:
-            return request(self.api, "GET", f"/api/v1/nodes/{node_name(nc)}")
+            return request(self.api, "GET", f"/api/v1/nodes/{self.node_name_for(nc)}")
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -232,13 +245,13 @@ class FakeGpuProvisioner:
         created = dt.datetime.strptime(claim["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").strftime("%Y-%m-%dT%H-%M-%SZ")
         labels = {
             **(claim["metadata"].get("labels") or {}),
-            "karpenter.sh/nodepool": "kaito",
+            "karpenter.sh/nodepool": (claim["metadata"].get("labels") or {}).get("karpenter.sh/nodepool", "kaito"),
             "agentpool": nc,
             "kubernetes.azure.com/agentpool": nc,
             "node.kubernetes.io/instance-type": size,
             "kaito.sh/machine-type": "gpu" if "Standard_N" in size else "cpu",
             "kaito.sh/creation-timestamp": created,
-            "kubernetes.io/hostname": node_name(nc),
+            "kubernetes.io/hostname": self.node_name_for(nc),
             "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64",
             "karpenter.sh/registered": "true",
@@ -248,7 +261,7 @@ class FakeGpuProvisioner:
         node = {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": node_name(nc), "labels": labels,
+            "metadata": {"name": self.node_name_for(nc), "labels": labels,
                          "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
             "spec": {"providerID": provider_id(nc), "taints": [dict(t) for t in claim["spec"].get("taints") or []]},
             "status": {"capacity": cap, "allocatable": cap,
@@ -256,7 +269,7 @@ class FakeGpuProvisioner:
         }
         try:
             request(self.api, "POST", "/api/v1/nodes", body=node)
-            log.info("NodeClaim %s: created node %s", nc, node_name(nc))
+            log.info("NodeClaim %s: created node %s", nc, self.node_name_for(nc))
         except client.ApiException as exc:
             if exc.status != 409:
                 raise
@@ -265,8 +278,8 @@ class FakeGpuProvisioner:
         nc = claim["metadata"]["name"]
         if self._node(nc) is not None:
             try:
-                request(self.api, "DELETE", f"/api/v1/nodes/{node_name(nc)}")
-                log.info("NodeClaim %s: deleting node %s", nc, node_name(nc))
+                request(self.api, "DELETE", f"/api/v1/nodes/{self.node_name_for(nc)}")
+                log.info("NodeClaim %s: deleting node %s", nc, self.node_name_for(nc))
             except client.ApiException as exc:
                 if exc.status != 404:
                     raise

@@ -22,7 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 RBAC = ROOT / "config" / "rbac" / "operator.yaml"
-CRDS = [ROOT / "charts/kaito/crds/kaito.sh_workspaces.yaml", ROOT / "charts/kaito/crds/karpenter.sh_nodeclaims.yaml"]
+CRDS = [
+    ROOT / "charts/kaito/crds/kaito.sh_workspaces.yaml",
+    ROOT / "charts/kaito/crds/karpenter.sh_nodeclaims.yaml",
+    ROOT / "charts/kaito/crds/karpenter.sh_nodepools.yaml",
+]
+"""Installed once at the start of the session: a CRD installed later makes the garbage collector
+re-discover resources, which holds up owner-reference deletion for up to half a minute."""
 WEBHOOK_NAME = "validation.workspace.kaito.sh"
 
 

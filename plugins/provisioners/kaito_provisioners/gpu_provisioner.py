@@ -48,6 +48,7 @@ class GpuProvisioner(NodeProvisioner):
     name = "gpu-provisioner"
     description = "Karpenter karpenter.sh/v1 NodeClaims, served by Azure's gpu-provisioner (one AKS agent pool per node)"
     capabilities = ProvisionerCapabilities(creates_nodes=True, required_crds=(NODECLAIM_CRD,), watches_nodeclaims=True)
+    install_hint = "install charts/kaito/crds/karpenter.sh_nodeclaims.yaml and Azure's gpu-provisioner"
 
     # -- reads ---------------------------------------------------------------------------------
 

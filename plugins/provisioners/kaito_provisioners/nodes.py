@@ -9,6 +9,12 @@ from typing import Any
 from kaito_core.serving import GPU_RESOURCE
 
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+GFD_PRODUCT = "nvidia.com/gpu.product"
+"""GPU Feature Discovery: the GPU model, e.g. ``NVIDIA-A100-SXM4-80GB``."""
+GFD_COUNT = "nvidia.com/gpu.count"
+"""GPU Feature Discovery: GPUs on the node."""
+GFD_MEMORY = "nvidia.com/gpu.memory"
+"""GPU Feature Discovery: memory of one GPU in MiB."""
 
 
 def selector_string(labels: Mapping[str, str]) -> str:
@@ -22,6 +28,13 @@ def condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
         if cond.get("type") == type_:
             return dict(cond)
     return None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
 
 
 def _quantity_positive(value: Any) -> bool:
@@ -41,6 +54,12 @@ class NodeFacts:
     instance_type: str | None
     unschedulable: bool
     not_ready_reason: str = ""
+    gpu_product: str = ""
+    """GPU model from the GPU Feature Discovery label (empty without GFD)."""
+    gpu_count: int = 0
+    """GPUs from the GFD label (0 without GFD)."""
+    gpu_memory_mib: int = 0
+    """Memory of one GPU in MiB from the GFD label (0 without GFD)."""
 
     @classmethod
     def of(cls, node: Mapping[str, Any]) -> NodeFacts:
@@ -56,6 +75,7 @@ class NodeFacts:
             else:
                 reason = f"Ready={ready_cond.get('status')} ({ready_cond.get('reason', '')}: {ready_cond.get('message', '')})"
         capacity = status.get("capacity") or {}
+        labels = meta.get("labels") or {}
         return cls(
             name=str(meta.get("name", "")),
             ready=ready,
@@ -63,7 +83,20 @@ class NodeFacts:
             instance_type=(meta.get("labels") or {}).get(INSTANCE_TYPE_LABEL),
             unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
             not_ready_reason=reason,
+            gpu_product=str(labels.get(GFD_PRODUCT, "")),
+            gpu_count=_int(labels.get(GFD_COUNT)),
+            gpu_memory_mib=_int(labels.get(GFD_MEMORY)),
         )
+
+    def gpu_shape(self) -> str:
+        """The node's GPUs as GFD labels describe them, e.g. ``1x NVIDIA-A100-SXM4-80GB (80 GiB each)``."""
+        if not (self.gpu_product or self.gpu_count or self.gpu_memory_mib):
+            return "GPUs unknown (no GPU Feature Discovery labels)"
+        return f"{self.gpu_count}x {self.gpu_product or 'unknown GPU'} ({self.gpu_memory_mib / 1024:g} GiB each)"
+
+    def gpu_memory_gib(self) -> float:
+        """All GPUs' memory together in GiB from the GFD labels (0 without them)."""
+        return self.gpu_count * self.gpu_memory_mib / 1024
 
     def usable(self, *, gpu: bool) -> bool:
         """Ready, schedulable and (when ``gpu``) advertising nvidia.com/gpu capacity."""

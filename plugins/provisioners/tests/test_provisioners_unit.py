@@ -99,6 +99,48 @@ def test_byo_counts_matching_ready_gpu_nodes_and_declares_it_creates_none() -> N
     assert byo.capabilities.creates_nodes is False and GpuProvisioner().capabilities.creates_nodes is True
     nodes = MemoryNodeClient([gpu_node("a", {"apps": "ws"}), gpu_node("b", {"apps": "other"})])
     half = byo.ensure_nodes(nodes, REQUEST)
-    assert not half.ready and half.ready_nodes == ("a",) and "1/2 nodes matching apps=ws are ready" in half.message
+    assert not half.ready and half.ready_nodes == ("a",) and "not enough matching nodes: 1/2 nodes matching apps=ws are usable; label 1 more Ready GPU node(s) with apps=ws" in half.message
     nodes.nodes["c"] = gpu_node("c", {"apps": "ws"})
     assert byo.ensure_nodes(nodes, REQUEST).ready_nodes == ("a", "c")
+
+
+def gfd_node(name: str, product: str, memory_mib: int, preferred_label: str = "ws") -> dict[str, Any]:
+    node = gpu_node(name, {"apps": preferred_label, "nvidia.com/gpu.product": product, "nvidia.com/gpu.count": "1",
+                           "nvidia.com/gpu.memory": str(memory_mib)})
+    return node
+
+
+class ReadOnly(MemoryNodeClient):
+    """Fails the test on any write: bring-your-own nodes belong to the user."""
+
+    def create_nodeclaim(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        raise AssertionError("byo created something")
+
+    def delete_nodeclaim(self, name: str) -> None:
+        raise AssertionError("byo deleted something")
+
+
+def test_byo_prefers_preferred_nodes_and_needs_uniform_gpus() -> None:
+    byo = ByoProvisioner()
+    nodes = ReadOnly([gfd_node("a", "Tesla-V100", 16384), gfd_node("b", "NVIDIA-A100-SXM4-80GB", 81920),
+                      gfd_node("c", "NVIDIA-A100-SXM4-80GB", 81920)])
+    picked = byo.ensure_nodes(nodes, REQUEST)
+    assert picked.ready and picked.ready_nodes == ("b", "c")  # the only uniform pair
+    one = REQUEST.model_copy(update={"count": 1, "preferred_nodes": ("c",)})
+    assert byo.ensure_nodes(nodes, one).ready_nodes == ("c",)
+    del nodes.nodes["c"]
+    mixed = byo.ensure_nodes(nodes, REQUEST)
+    assert not mixed.ready and mixed.reason == "NodesNotUniform"
+    assert "the 2 usable nodes matching apps=ws are not uniform: 1 with 1x NVIDIA-A100-SXM4-80GB (80 GiB each) (b); " \
+           "1 with 1x Tesla-V100 (16 GiB each) (a); the workload needs 2 nodes with the same GPUs" in mixed.message
+    assert byo.delete_nodes(nodes, workspace="ws", namespace="team") is True and set(nodes.nodes) == {"a", "b"}
+
+
+def test_byo_checks_the_gfd_gpu_memory_against_the_model() -> None:
+    nodes = ReadOnly([gfd_node("a", "Tesla-T4", 16384)])
+    request = REQUEST.model_copy(update={"count": 1, "gpu_memory_gib": 20.0})
+    small = ByoProvisioner().ensure_nodes(nodes, request)
+    assert not small.ready and small.reason == "NodesTooSmall"
+    assert "the model needs 20 GiB of GPU memory but 1 node(s) with 1x Tesla-T4 (16 GiB each) have 16 GiB; " \
+           "select nodes with larger GPUs or raise resource.count" in small.message
+    assert ByoProvisioner().ensure_nodes(nodes, request.model_copy(update={"gpu_memory_gib": 16.0})).ready
