@@ -128,6 +128,20 @@ class ConcurrencySettings(_Section):
     """Reconciles running at the same time (threads), like upstream's MaxConcurrentReconciles."""
 
 
+class PresetSourceSettings(_Section):
+    """values.yaml ``presets``: where presets named by a Hugging Face model id
+    (``inference.preset.name: <org>/<model>``) read the model's config.json and weight sizes."""
+
+    hub: bool = True
+    """Reach the Hugging Face hub at reconcile time (the model's config.json and file list; the
+    Workspace's modelAccessSecret token is used for gated models). false: only hf_cache_dir."""
+    hf_cache_dir: Path | None = None
+    """A Hugging Face hub cache (HF_HUB_CACHE layout) read first, without network: models found
+    there are never fetched (air-gapped clusters; the tests). None: no local cache."""
+    hf_endpoint: str | None = None
+    """Hugging Face endpoint URL (a mirror, e.g. https://hf-mirror.example.com); None: huggingface.co."""
+
+
 class OperatorSettings(BaseSettings):
     """All operator settings."""
 
@@ -142,6 +156,7 @@ class OperatorSettings(BaseSettings):
     images: ImageSettings = Field(default_factory=ImageSettings)
     cpu_inference: CpuInferenceSettings = Field(default_factory=CpuInferenceSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
+    presets: PresetSourceSettings = Field(default_factory=PresetSourceSettings)
 
     @classmethod
     def load(cls, **overrides: object) -> OperatorSettings:
