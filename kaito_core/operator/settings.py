@@ -134,10 +134,12 @@ class PresetSourceSettings(_Section):
 
     hub: bool = True
     """Reach the Hugging Face hub at reconcile time (the model's config.json and file list; the
-    Workspace's modelAccessSecret token is used for gated models). false: only hf_cache_dir."""
+    Workspace's modelAccessSecret token is used for gated models; the operator then needs
+    ``get`` on Secrets, which the chart grants only when this is true). false: only the cache."""
     hf_cache_dir: Path | None = None
     """A Hugging Face hub cache (HF_HUB_CACHE layout) read first, without network: models found
-    there are never fetched (air-gapped clusters; the tests). None: no local cache."""
+    there are never fetched (air-gapped clusters; the tests). The directory must be mounted into
+    the operator's pod. None: no local cache."""
     hf_endpoint: str | None = None
     """Hugging Face endpoint URL (a mirror, e.g. https://hf-mirror.example.com); None: huggingface.co."""
 
