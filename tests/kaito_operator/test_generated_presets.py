@@ -29,12 +29,7 @@ from kaito_core.preset_sources import ModelLocation, PresetGenerator
 from kaito_core.presets import Preset
 from kaito_llama.presets import LLAMA_3_1_8B_INSTRUCT
 from fakeapi import FakeApiServer
-
-HF_FIXTURE = Path(__file__).parents[1] / "fixtures" / "hf_models" / "llama-3.1-8b-instruct"
-OPEN_ID = "example-org/Open-Llama-8B"
-"""A model id no plugin knows: its preset can only be generated (its card is not gated)."""
-GATED_ID = "meta-llama/Llama-3.1-8B-Instruct"
-"""The fixture with its card: gated (extra_gated_* fields)."""
+from tests.hfcache import GATED_ID, OPEN_ID, write_hf_cache
 
 GPU_NODE = {
     "apiVersion": "v1", "kind": "Node",
@@ -42,19 +37,6 @@ GPU_NODE = {
     "spec": {},
     "status": {"conditions": [{"type": "Ready", "status": "True"}], "capacity": {"nvidia.com/gpu": "1"}},
 }
-
-
-def hf_cache(root: Path) -> Path:
-    """A Hugging Face cache (huggingface_hub's layout) holding OPEN_ID (no card) and GATED_ID."""
-    sha = "0e9e39f249a16976918f6564b8830bc894c89659"
-    for repo_id, with_card in ((OPEN_ID, False), (GATED_ID, True)):
-        repo = root / ("models--" + repo_id.replace("/", "--"))
-        (repo / "refs").mkdir(parents=True)
-        (repo / "refs" / "main").write_text(sha)
-        shutil.copytree(HF_FIXTURE, repo / "snapshots" / sha)
-        if not with_card:
-            (repo / "snapshots" / sha / "README.md").unlink()
-    return root
 
 
 def workspace(model: str, secret: str | None = None) -> dict[str, Any]:
@@ -80,7 +62,7 @@ def byo_reconciler(registry: Registry, cache: Path, api: FakeApiServer) -> Recon
 
 
 def test_a_model_id_in_the_operator_cache_is_served_and_kept_in_memory(registry: Registry, tmp_path: Path) -> None:
-    cache = hf_cache(tmp_path / "hub")
+    cache = write_hf_cache(tmp_path / "hub")
     api = FakeApiServer(GPU_NODE)
     reconciler = byo_reconciler(registry, cache, api)
     obj = workspace(OPEN_ID)
@@ -102,7 +84,7 @@ def test_a_model_id_in_the_operator_cache_is_served_and_kept_in_memory(registry:
 def test_a_gated_model_without_a_secret_is_refused_saying_how_to_provide_one(registry: Registry, tmp_path: Path) -> None:
     obj = workspace(GATED_ID)
     api = RecordingApi(GPU_NODE)
-    reconciler = byo_reconciler(registry, hf_cache(tmp_path / "hub"), api)
+    reconciler = byo_reconciler(registry, write_hf_cache(tmp_path / "hub"), api)
     with pytest.raises(ValidationError) as info:
         reconciler.reconcile(obj)
     assert info.value.errors[0].path == "inference.preset.presetOptions.modelAccessSecret"
@@ -114,7 +96,7 @@ def test_a_gated_model_without_a_secret_is_refused_saying_how_to_provide_one(reg
 
 
 def test_admission_uses_the_same_source(registry: Registry, tmp_path: Path) -> None:
-    source = PresetSource(registry, PresetSourceSettings(hub=False, hf_cache_dir=hf_cache(tmp_path / "hub")))
+    source = PresetSource(registry, PresetSourceSettings(hub=False, hf_cache_dir=write_hf_cache(tmp_path / "hub")))
     ws = workspace(OPEN_ID)
     assert checks.check(ws, registry, provisioner="byo", resolve_preset=source.resolver(ws)).name == "workspace-llama"
     gated = workspace(GATED_ID)
