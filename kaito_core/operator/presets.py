@@ -4,7 +4,8 @@
 this order: an installed preset of that name; an installed preset whose source repository is
 that id (the catalog: no hub traffic); a preset generated from the model's files, read from
 the operator's Hugging Face cache (``presets.hfCacheDir``) or, when ``presets.hub`` is on, from
-the hub with the token in the Workspace's modelAccessSecret. :class:`PresetSource` is the one
+the hub, with the token in the Workspace's modelAccessSecret when
+``presets.readModelAccessSecrets`` allows reading it (off by default: least privilege). :class:`PresetSource` is the one
 place that builds that :class:`~kaito_core.preset_sources.ModelLocation`; the reconciler and
 the admission webhook both use it (through :func:`kaito_core.operator.checks.check`), so they
 cannot disagree.
@@ -12,7 +13,7 @@ cannot disagree.
 Generated presets are kept in memory per (model id, requested revision): a resync or a second
 Workspace naming the same model makes no hub request. Errors are not kept, so a fixed secret
 or an accepted licence takes effect on the next round. The token is read only when a preset
-must be generated from the hub, and is never logged.
+must be generated from the hub and reading is allowed, and is never logged.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic import SecretStr
 from kaito_core.operator.kube import Kube
 from kaito_core.operator.settings import PresetSourceSettings
 from kaito_core.plugins import Registry
-from kaito_core.preset_sources import ModelLocation, catalog_match
+from kaito_core.preset_sources import ModelLocation, PresetGenerationError, catalog_match
 from kaito_core.presets import Preset
 from kaito_core.serving import HF_TOKEN_KEY
 
@@ -69,7 +70,8 @@ class PresetSource:
         Raises:
             kubernetes ApiException: the Secret could not be read (other than not found).
         """
-        token = self._token(namespace, secret) if self.settings.hub else None
+        reads = self.settings.hub and self.settings.read_model_access_secrets
+        token = self._token(namespace, secret) if reads else None
         return ModelLocation(
             cache_dir=self.settings.hf_cache_dir,
             hub=self.settings.hub,
@@ -106,7 +108,17 @@ class PresetSource:
             cached = self._generated.get(key)
         if cached is not None:
             return cached
-        preset = self.registry.resolve_preset(name, self.location(namespace, secret))
+        try:
+            preset = self.registry.resolve_preset(name, self.location(namespace, secret))
+        except PresetGenerationError as exc:
+            if secret and self.settings.hub and not self.settings.read_model_access_secrets:
+                raise PresetGenerationError(
+                    exc.message,
+                    "this operator does not read modelAccessSecrets (presets.readModelAccessSecrets is false): "
+                    "ask the cluster admin to enable it, or put the model in the operator's presets.hfCacheDir, "
+                    "or use an installed family preset (`kaito presets`)",
+                ) from None
+            raise
         with self._lock:
             self._generated[key] = preset
         log.info("preset generated for %s (revision %s)", name, preset.revision, extra={"preset": preset.name})

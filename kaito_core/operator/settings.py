@@ -133,9 +133,13 @@ class PresetSourceSettings(_Section):
     (``inference.preset.name: <org>/<model>``) read the model's config.json and weight sizes."""
 
     hub: bool = True
-    """Reach the Hugging Face hub at reconcile time (the model's config.json and file list; the
-    Workspace's modelAccessSecret token is used for gated models; the operator then needs
-    ``get`` on Secrets, which the chart grants only when this is true). false: only the cache."""
+    """Reach the Hugging Face hub at reconcile time for the model's config.json and file list.
+    false: only the cache below."""
+    read_model_access_secrets: bool = False
+    """Read the HF_TOKEN of a Workspace's modelAccessSecret to generate the preset of a gated model
+    from the hub. This needs get on Secrets, which the chart grants only when this is true; off,
+    gated model ids need an installed family preset or the model in hf_cache_dir (inference pods
+    get the token through a secretKeyRef either way)."""
     hf_cache_dir: Path | None = None
     """A Hugging Face hub cache (HF_HUB_CACHE layout) read first, without network: models found
     there are never fetched (air-gapped clusters; the tests). The directory must be mounted into

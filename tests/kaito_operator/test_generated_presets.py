@@ -25,7 +25,7 @@ from kaito_core.operator.presets import PresetSource
 from kaito_core.operator.reconciler import Reconciler
 from kaito_core.operator.settings import OperatorSettings, PresetSourceSettings
 from kaito_core.plugins import Registry, hookimpl
-from kaito_core.preset_sources import ModelLocation, PresetGenerator
+from kaito_core.preset_sources import ModelLocation, PresetGenerationError, PresetGenerator
 from kaito_core.presets import Preset
 from kaito_llama.presets import LLAMA_3_1_8B_INSTRUCT
 from fakeapi import FakeApiServer
@@ -153,7 +153,8 @@ def test_the_hub_gets_the_workspace_token_once_and_it_is_never_logged(caplog: py
     generator = RecordingGenerator()
     registry = Registry.from_plugins(GeneratorPlugin(generator))
     api = FakeApiServer(secret("hf-token", "hf_secret_value"))
-    source = PresetSource(registry, PresetSourceSettings(hub=True, hf_endpoint="https://hf-mirror.example.com"), Kube(None, send=api))
+    settings = PresetSourceSettings(hub=True, read_model_access_secrets=True, hf_endpoint="https://hf-mirror.example.com")
+    source = PresetSource(registry, settings, Kube(None, send=api))
     with caplog.at_level(logging.DEBUG):
         for _ in range(3):
             preset = source.resolve("gated-org/Model-X", "team", "hf-token")
@@ -168,6 +169,28 @@ def test_the_hub_gets_the_workspace_token_once_and_it_is_never_logged(caplog: py
     assert generator.seen[-1].token is None
 
 
+class GatedGenerator(RecordingGenerator):
+    """The hub's answer for a gated model without a token."""
+
+    def generate(self, name: str, where: ModelLocation) -> Preset:
+        self.seen.append(where)
+        raise PresetGenerationError(f"model {name} is gated on Hugging Face and no token was given", "create a Secret ...")
+
+
+def test_by_default_no_secret_is_read_and_the_refusal_names_the_setting() -> None:
+    generator = GatedGenerator()
+    api = FakeApiServer(secret("hf-token", "hf_secret_value"))
+    source = PresetSource(Registry.from_plugins(GeneratorPlugin(generator)), OperatorSettings().presets, Kube(None, send=api))
+    with pytest.raises(PresetGenerationError, match="is gated") as info:
+        source.resolve("gated-org/Model-X", "team", "hf-token")
+    assert "presets.readModelAccessSecrets" in info.value.fix
+    assert generator.seen[0].hub and generator.seen[0].token is None
+    assert api.calls == []  # the Secret was not read
+    with pytest.raises(PresetGenerationError) as no_secret:  # no secret named: the generator's own fix
+        source.resolve("gated-org/Model-X", "team", None)
+    assert no_secret.value.fix == "create a Secret ..."
+
+
 def test_the_catalog_wins_over_the_hub_and_the_cache() -> None:
     generator = RecordingGenerator()
     registry = Registry.from_plugins(kaito_llama, GeneratorPlugin(generator))
@@ -178,7 +201,7 @@ def test_the_catalog_wins_over_the_hub_and_the_cache() -> None:
 
 
 def test_settings_default_to_the_hub_and_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert OperatorSettings().presets == PresetSourceSettings(hub=True, hf_cache_dir=None, hf_endpoint=None)
+    assert OperatorSettings().presets == PresetSourceSettings(hub=True, read_model_access_secrets=False, hf_cache_dir=None, hf_endpoint=None)
     monkeypatch.setenv("KAITO_PRESETS__HUB", "false")
     monkeypatch.setenv("KAITO_PRESETS__HF_CACHE_DIR", "/var/cache/hf")
     loaded = OperatorSettings.load().presets

@@ -59,6 +59,8 @@ The operator's KAITO_* environment, one variable per settings field.
   value: {{ .Values.concurrency.workers | int64 | toString | quote }}
 - name: KAITO_PRESETS__HUB
   value: {{ .Values.presets.hub | toString | quote }}
+- name: KAITO_PRESETS__READ_MODEL_ACCESS_SECRETS
+  value: {{ .Values.presets.readModelAccessSecrets | toString | quote }}
 {{- if not (kindIs "invalid" .Values.presets.hfCacheDir) }}
 - name: KAITO_PRESETS__HF_CACHE_DIR
   value: {{ .Values.presets.hfCacheDir | quote }}
