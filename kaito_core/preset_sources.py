@@ -40,6 +40,8 @@ class ModelLocation(FrozenModel):
     """Whether the hub may be reached (the operator at reconcile time; never in tests)."""
     token: SecretStr | None = None
     """The Hugging Face token from the Workspace's modelAccessSecret (never logged)."""
+    endpoint: str | None = None
+    """The Hugging Face endpoint (a mirror) when not huggingface.co; set by the operator's settings."""
 
     @property
     def has_local_files(self) -> bool:

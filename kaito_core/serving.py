@@ -23,6 +23,8 @@ ADAPTERS_DIR = "/mnt/adapter"
 """Where LoRA adapters are mounted in inference pods: one directory per adapter name."""
 ADAPTER_STRENGTHS_ENV = "KAITO_ADAPTER_STRENGTHS"
 """Environment variable carrying the adapters' strengths: a JSON object ``{name: strength}``."""
+HF_TOKEN_KEY = "HF_TOKEN"
+"""The key of the Hugging Face token in a Workspace's modelAccessSecret (and the pod's env name)."""
 SERVER_PORT = 5000
 """The port every inference server listens on inside the pod (the Service maps port 80 to it)."""
 SERVICE_HTTP_PORT = 80

@@ -19,7 +19,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -83,6 +83,10 @@ class ValidationContext(BaseModel):
     model_location: ModelLocation | None = None
     """Where presets named by a model id (``org/model``) read the model's files: a local copy
     or cache (``kaito validate --model-dir``/``--hf-cache``), or the hub (operator)."""
+    resolve_preset: Callable[[str], Preset] | None = None
+    """The caller's own preset resolution (the operator's: catalog, cache, hub with the
+    Workspace's token, generated presets kept in memory, see :mod:`kaito_core.operator.presets`);
+    None: ``registry.resolve_preset(name, model_location)``."""
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -348,7 +352,10 @@ class _Checker:
 
     def preset(self, name: str, path: str, mode: str) -> Preset | None:
         try:
-            preset = self.registry.resolve_preset(name, self.ctx.model_location)
+            if self.ctx.resolve_preset is not None:
+                preset = self.ctx.resolve_preset(name)
+            else:
+                preset = self.registry.resolve_preset(name, self.ctx.model_location)
         except NotFoundError:
             line = install_line(name)
             fix = (

@@ -126,7 +126,9 @@ def test_upstream_flags_and_parsers(families: Registry) -> None:
     assert ("tokenizer_mode", "deepseek_v32") in p["deepseek-v3-0324"].backends["vllm"].extra_args
     assert list(p["ministral-3-8b-instruct"].backends) == ["vllm"]  # upstream: transformers 5 needed
     tunable = {n for n, x in p.items() if x.tuning is not None and x.family != "phi3"}
-    assert tunable == {"mistral-7b", "qwen2.5-coder-7b-instruct", "qwen2.5-coder-32b-instruct", "falcon-7b", "falcon-40b"}
+    # gemma-3-270m is this project's CPU preset (not upstream's), tunable on all attention projections.
+    assert tunable == {"mistral-7b", "qwen2.5-coder-7b-instruct", "qwen2.5-coder-32b-instruct", "falcon-7b", "falcon-40b", "gemma-3-270m"}
+    assert p["gemma-3-270m"].tuning is not None and p["gemma-3-270m"].tuning.default_target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
     assert p["falcon-7b"].tuning is not None and p["falcon-7b"].tuning.default_target_modules == ("query_key_value",)
 
 

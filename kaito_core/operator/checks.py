@@ -10,21 +10,31 @@ validation code and reports what it could not check on the user's machine
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kaito_core import validation
 from kaito_core.api.workspace import Workspace
 from kaito_core.plugins import Registry
+from kaito_core.presets import Preset
 
 
-def context(registry: Registry, *, cloud: str = "azure", provisioner: str = "gpu-provisioner") -> validation.ValidationContext:
+def context(
+    registry: Registry,
+    *,
+    cloud: str = "azure",
+    provisioner: str = "gpu-provisioner",
+    resolve_preset: Callable[[str], Preset] | None = None,
+) -> validation.ValidationContext:
     """The validation context of this operator: its cloud, bring-your-own mode when its
-    provisioner creates no nodes (by capability), and the chosen backend must be installed.
+    provisioner creates no nodes (by capability), the chosen backend must be installed, and
+    preset names resolve through ``resolve_preset`` (the operator's
+    :class:`~kaito_core.operator.presets.PresetSource`, so model ids are generated as at reconcile).
 
     An uninstalled provisioner counts as creating nodes (the operator refuses to start without it)."""
     installed = provisioner if provisioner in registry.provisioners() else None
-    return validation.installed_context(registry, cloud=cloud, provisioner=installed, require_backend=True)
+    ctx = validation.installed_context(registry, cloud=cloud, provisioner=installed, require_backend=True)
+    return ctx.model_copy(update={"resolve_preset": resolve_preset}) if resolve_preset is not None else ctx
 
 
 def check(
@@ -34,11 +44,13 @@ def check(
     old: Mapping[str, Any] | None = None,
     cloud: str = "azure",
     provisioner: str = "gpu-provisioner",
+    resolve_preset: Callable[[str], Preset] | None = None,
 ) -> Workspace:
-    """Parse and validate a Workspace given as a wire dict (``old`` on update).
+    """Parse and validate a Workspace given as a wire dict (``old`` on update); preset names
+    resolve through ``resolve_preset`` when given (see :func:`context`).
 
     Raises:
         ValidationError: with every problem found, each naming its field and the fix.
     """
-    ctx = context(registry, cloud=cloud, provisioner=provisioner)
+    ctx = context(registry, cloud=cloud, provisioner=provisioner, resolve_preset=resolve_preset)
     return validation.check_workspace(obj, registry, old=old, ctx=ctx)

@@ -9,6 +9,7 @@ annotation of the existing object differs from the desired one.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -76,6 +77,7 @@ _PATHS = {
     "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
     "Service": "/api/v1/namespaces/{ns}/services",
     "Pod": "/api/v1/namespaces/{ns}/pods",
+    "Secret": "/api/v1/namespaces/{ns}/secrets",
     "Node": "/api/v1/nodes",
     "NodeClaim": "/apis/karpenter.sh/v1/nodeclaims",
     "Workspace": "/apis/kaito.sh/v1beta1/namespaces/{ns}/workspaces",
@@ -129,6 +131,19 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """The decoded value of ``key`` in Secret ``namespace/name`` (None when either is missing).
+
+        Read straight from the API server (Secrets are never cached) and never logged."""
+        secret = self.get("Secret", namespace, name)
+        raw = ((secret or {}).get("data") or {}).get(key)
+        if not isinstance(raw, str):
+            return None
+        try:
+            return base64.b64decode(raw, validate=True).decode("utf-8").strip() or None
+        except (ValueError, UnicodeDecodeError):
+            return None
 
     def find(self, kind: str, match_labels: Mapping[str, str], namespace: str = "") -> list[dict[str, Any]]:
         """Objects of ``kind`` carrying ``match_labels`` (in ``namespace`` for namespaced kinds).

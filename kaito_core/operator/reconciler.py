@@ -26,6 +26,7 @@ from kaito_core.operator.manifests import spec_hash
 from kaito_core.operator.metrics import OperatorMetrics
 from kaito_core.operator.nodeclient import KubeNodeClient
 from kaito_core.operator.plan import Desired, Observed, observe_workload, plan_inference, plan_nodes, plan_tuning
+from kaito_core.operator.presets import PresetSource
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.operator.status import Facts, build_status, status_changed
 from kaito_core.plugins import Registry
@@ -61,6 +62,8 @@ class Reconciler:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.presets = PresetSource(registry, settings.presets, kube)
+        """Preset names -> presets, model ids included (generated ones kept in memory)."""
         self._written: dict[str, _Written] = {}
         """What this process last wrote on each workspace (by uid): the body a reconcile gets may
         predate it (the watch event of our own write arrives later), and writing it again would be a
@@ -136,13 +139,14 @@ class Reconciler:
     def _read_and_plan(self, obj: dict[str, Any], generation: int) -> Desired:
         """Validate, read what the planner needs (the provisioner brings the nodes along), plan."""
         settings = self.settings
+        resolve = self.presets.resolver(obj)
         ws = checks.check(
             {k: v for k, v in obj.items() if k != "status"}, self.registry,
-            cloud=settings.cloud.provider, provisioner=settings.node_provisioner.name,
+            cloud=settings.cloud.provider, provisioner=settings.node_provisioner.name, resolve_preset=resolve,
         )
         revision = self._ensure_revision(obj)
         if ws.tuning is not None:
-            preset = self.registry.preset(ws.tuning.preset.name) if ws.tuning.preset else None
+            preset = resolve(ws.tuning.preset.name) if ws.tuning.preset else None
             return plan_tuning(ws, preset, settings, Observed(generation=generation, revision=revision))
         assert ws.inference is not None
         if ws.inference.preset is None:
@@ -151,7 +155,7 @@ class Reconciler:
                 reason="TemplateNotSupported",
                 retryable=False,
             )
-        preset = self.registry.preset(ws.inference.preset.name)
+        preset = resolve(ws.inference.preset.name)
         backend = self.registry.backend(serving.choose_backend(preset, ws.metadata.annotations))
         provisioner = self.provisioner
         nodes = plan_nodes(ws, preset, backend, settings)

@@ -133,6 +133,26 @@ class ConcurrencySettings(_Section):
     """Reconciles running at the same time (threads), like upstream's MaxConcurrentReconciles."""
 
 
+class PresetSourceSettings(_Section):
+    """values.yaml ``presets``: where presets named by a Hugging Face model id
+    (``inference.preset.name: <org>/<model>``) read the model's config.json and weight sizes."""
+
+    hub: bool = True
+    """Reach the Hugging Face hub at reconcile time for the model's config.json and file list.
+    false: only the cache below."""
+    read_model_access_secrets: bool = False
+    """Read the HF_TOKEN of a Workspace's modelAccessSecret to generate the preset of a gated model
+    from the hub. This needs get on Secrets, which the chart grants only when this is true; off,
+    gated model ids need an installed family preset or the model in hf_cache_dir (inference pods
+    get the token through a secretKeyRef either way)."""
+    hf_cache_dir: Path | None = None
+    """A Hugging Face hub cache (HF_HUB_CACHE layout) read first, without network: models found
+    there are never fetched (air-gapped clusters; the tests). The directory must be mounted into
+    the operator's pod. None: no local cache."""
+    hf_endpoint: str | None = None
+    """Hugging Face endpoint URL (a mirror, e.g. https://hf-mirror.example.com); None: huggingface.co."""
+
+
 class OperatorSettings(BaseSettings):
     """All operator settings."""
 
@@ -147,6 +167,7 @@ class OperatorSettings(BaseSettings):
     images: ImageSettings = Field(default_factory=ImageSettings)
     cpu_inference: CpuInferenceSettings = Field(default_factory=CpuInferenceSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
+    presets: PresetSourceSettings = Field(default_factory=PresetSourceSettings)
 
     @classmethod
     def load(cls, **overrides: object) -> OperatorSettings:

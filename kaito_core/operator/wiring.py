@@ -199,7 +199,8 @@ def _check_admission(ctx: OperatorContext, body: Mapping[str, Any], old: Mapping
     previous = {k: v for k, v in copy.deepcopy(dict(old)).items() if k != "status"} if old and operation == "UPDATE" else None
     try:
         checks.check(
-            obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider, provisioner=ctx.settings.node_provisioner.name
+            obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider, provisioner=ctx.settings.node_provisioner.name,
+            resolve_preset=ctx.reconciler.presets.resolver(obj),
         )
     except ValidationError as exc:
         raise kopf.AdmissionError(exc.render(), code=422) from exc

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -53,6 +53,10 @@ from kaito_servers.protocol import (
 )
 from kaito_servers.settings import ServerSettings
 
+if TYPE_CHECKING:
+    from kaito_core.plugins import Registry
+    from kaito_core.presets import Preset
+
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[ServerSettings], Engine]
@@ -76,9 +80,32 @@ def default_engine_factory(settings: ServerSettings) -> Engine:
 
     registry = Registry.from_entry_points()
     backend = registry.backend(settings.backend)
-    preset = registry.preset(settings.preset) if settings.preset else None
+    preset = lookup_preset(registry, settings.preset)
     engine: Engine = backend.create_engine(preset, settings)
     return engine
+
+
+def lookup_preset(registry: Registry, name: str | None) -> Preset | None:
+    """The installed preset ``name``; None when there is none, or when ``name`` is a model id
+    (``org/model``) the operator generated a preset for. A generated preset carries nothing the
+    server needs beyond the model's own files in --model (config, tokenizer, chat template) and
+    the arguments the operator passes (--dtype, --trust-remote-code, extra args), so the server
+    does not need the generator (or hub access) to start.
+
+    Raises:
+        NotFoundError: ``name`` is neither installed nor a model id.
+    """
+    from kaito_core.errors import NotFoundError
+
+    if not name:
+        return None
+    try:
+        return registry.preset(name)
+    except NotFoundError:
+        if "/" not in name:
+            raise
+        log.info("serving model id %s from its own files (generated preset)", name)
+        return None
 
 
 # -- service helpers ---------------------------------------------------------------------------

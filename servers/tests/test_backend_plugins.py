@@ -67,6 +67,32 @@ def test_server_spec_args_parse_with_this_cli() -> None:
     assert settings.port == 5000
 
 
+def test_a_generated_preset_starts_the_server_from_the_args_alone() -> None:
+    """The operator generates presets for model ids (org/model); the server does not need the
+    generator: the model's own files and the args (dtype, extra args) are what it needs."""
+    import kaito_huggingface
+    import kaito_phi3
+    from kaito_core.errors import NotFoundError
+    from kaito_core.preset_sources import ModelLocation
+
+    from kaito_servers.app import lookup_preset
+    from kaito_servers.cli import settings_from_args
+
+    fixture = Path(__file__).parents[2] / "tests" / "fixtures" / "hf_models" / "llama-3.1-8b-instruct"
+    generated = Registry.from_plugins(kaito_huggingface).resolve_preset(
+        "meta-llama/Llama-3.1-8B-Instruct", ModelLocation(model_dir=fixture))
+    spec = TransformersBackend().server_spec(generated, ServingContext(workspace="ws", namespace="default"))
+    settings = settings_from_args(list(spec.command[3:]) + list(spec.args))
+    assert (settings.preset, settings.dtype) == ("meta-llama/llama-3.1-8b-instruct", "bfloat16")
+    assert settings.resolved_served_name("weights") == "meta-llama/llama-3.1-8b-instruct"
+    server_side = Registry.from_plugins(kaito_phi3)  # an image without the generator
+    assert lookup_preset(server_side, settings.preset) is None
+    assert lookup_preset(server_side, "phi-3-mini-4k-instruct") == server_side.preset("phi-3-mini-4k-instruct")
+    assert lookup_preset(server_side, None) is None
+    with pytest.raises(NotFoundError):
+        lookup_preset(server_side, "no-such-preset")
+
+
 def test_cli_help_lists_every_setting() -> None:
     result = subprocess.run([sys.executable, "-m", "kaito_servers", "serve", "--help"], capture_output=True, text=True)
     assert result.returncode == 0

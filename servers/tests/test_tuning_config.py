@@ -125,6 +125,27 @@ def test_preset_must_support_the_method() -> None:
         check(config, "qlora", preset=lora_only)
 
 
+def test_gemma_3_270m_is_tunable_with_lora_and_qlora_on_all_attention_projections(tmp_path: Path) -> None:
+    import json
+
+    from kaito_core.plugins import Registry
+
+    import kaito_gemma3
+    from kaito_servers.tuning.cli import _default_targets
+
+    preset = Registry.from_plugins(kaito_gemma3).preset("gemma-3-270m")
+    for method in ("lora", "qlora"):
+        check(load_training_config(default_config_path(method)), method, preset=preset)  # type: ignore[arg-type]
+    assert _default_targets(preset) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    # The runner itself, as the tuning Job starts it (installed plugins found by entry point).
+    (tmp_path / "data.jsonl").write_text(json.dumps({"prompt": "What is a Pod?", "completion": "The smallest unit."}) + "\n")
+    for method in ("lora", "qlora"):
+        result = _tune("--preset", "gemma-3-270m", "--method", method, "--data-dir", str(tmp_path), "--check-only",
+                       "--log-format", "text")
+        assert result.returncode == 0, result.stderr
+        assert "config and data are valid" in result.stderr + result.stdout
+
+
 def test_library_keys_are_checked_against_the_library() -> None:
     problems = library_field_problems("TrainingArguments", ["learning_rat", "max_steps"], ["learning_rate", "max_steps"])
     assert [str(p) for p in problems] == [

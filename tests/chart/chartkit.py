@@ -28,6 +28,8 @@ CASES: dict[str, dict[str, Any]] = {
         "azure": {"workloadIdentity": {"clientId": "11111111-2222-3333-4444-555555555555", "tenantId": "66666666-7777-8888-9999-000000000000"}},
     },
     "private-registry": {"global": {"imageRegistry": "registry.example.com/mirror", "imagePullSecrets": ["mirror-pull"]}},
+    "offline-presets": {"presets": {"hub": False, "hfCacheDir": "/var/cache/huggingface/hub"}},
+    "hub-tokens": {"presets": {"readModelAccessSecrets": True}},
 }
 
 # Lines whose values are generated afresh by every render (the webhook certificate).

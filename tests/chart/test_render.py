@@ -99,6 +99,15 @@ def test_rbac_matches_the_set_the_e2e_suite_proves(renders: dict[str, str]) -> N
         assert not {"secrets", "validatingwebhookconfigurations"} & set(rule["resources"]), rule
 
 
+def test_secrets_are_read_only_when_opted_in(renders: dict[str, str]) -> None:
+    """presets.readModelAccessSecrets (off by default) adds exactly get on Secrets: the operator
+    reads a Workspace's modelAccessSecret by name to generate a gated model's preset from the hub."""
+    secret_rules = [r for r in _rules(documents(renders["hub-tokens"])) if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    for name in ("gpu-provisioner", "offline-presets"):
+        assert not any("secrets" in r["resources"] for r in _rules(documents(renders[name]))), name
+
+
 def test_the_operator_pod_is_locked_down_and_probed(renders: dict[str, str]) -> None:
     deployment = find(documents(renders["gpu-provisioner"]), "Deployment")
     pod = deployment["spec"]["template"]["spec"]

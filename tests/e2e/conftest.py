@@ -11,6 +11,7 @@ import pytest
 
 import harness
 from harness import FAILING_MESSAGE, FAILING_SKU, Stack
+from tests.hfcache import write_hf_cache
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +22,14 @@ def stack(local_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     operator_config = harness.operator_kubeconfig(local_cluster, workdir / "operator.kubeconfig")
     fake = harness.fake_gpu_provisioner(local_cluster.kubeconfig, workdir / "fake-gpu-provisioner.log", fail_skus={FAILING_SKU: FAILING_MESSAGE})
     port, metrics_port = harness.free_port(), harness.free_port()
+    # Presets named by a model id are generated from a local Hugging Face cache; never the hub.
+    hf_cache = write_hf_cache(workdir / "hf-cache")
     operator = harness.operator(
         operator_config, workdir / "operator.log", workdir / "webhook-certs", webhook_port=port,
-        extra_env={"KAITO_REQUEUE__RESYNC_S": "2", "KAITO_METRICS__PORT": str(metrics_port)},
+        extra_env={
+            "KAITO_REQUEUE__RESYNC_S": "2", "KAITO_METRICS__PORT": str(metrics_port),
+            "KAITO_PRESETS__HUB": "false", "KAITO_PRESETS__HF_CACHE_DIR": str(hf_cache),
+        },
     )
     fake.start()
     operator.start()

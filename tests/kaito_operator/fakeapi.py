@@ -29,7 +29,7 @@ class FakeApiServer:
     def path_of(obj: dict[str, Any]) -> str:
         kind, meta = obj["kind"], obj["metadata"]
         plural = {"NodeClaim": "nodeclaims", "Node": "nodes", "Deployment": "deployments", "StatefulSet": "statefulsets",
-                  "Service": "services", "Pod": "pods", "Workspace": "workspaces"}[kind]
+                  "Service": "services", "Pod": "pods", "Workspace": "workspaces", "Secret": "secrets"}[kind]
         group = {"NodeClaim": "/apis/karpenter.sh/v1", "Deployment": "/apis/apps/v1", "StatefulSet": "/apis/apps/v1",
                  "Workspace": "/apis/kaito.sh/v1beta1"}.get(kind, "/api/v1")
         ns = f"/namespaces/{meta['namespace']}" if meta.get("namespace") and kind not in ("NodeClaim", "Node") else ""

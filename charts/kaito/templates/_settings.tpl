@@ -53,6 +53,20 @@ The operator's KAITO_* environment, one variable per settings field.
   value: {{ include "kaito.image" (dict "ref" .Values.images.base "root" $) | quote }}
 - name: KAITO_IMAGES__ADAPTER_PULLER
   value: {{ include "kaito.image" (dict "ref" .Values.images.adapterPuller "root" $) | quote }}
+- name: KAITO_CPU_INFERENCE__CPUS
+  value: {{ .Values.cpuInference.cpus | int64 | toString | quote }}
 - name: KAITO_CONCURRENCY__WORKERS
   value: {{ .Values.concurrency.workers | int64 | toString | quote }}
+- name: KAITO_PRESETS__HUB
+  value: {{ .Values.presets.hub | toString | quote }}
+- name: KAITO_PRESETS__READ_MODEL_ACCESS_SECRETS
+  value: {{ .Values.presets.readModelAccessSecrets | toString | quote }}
+{{- if not (kindIs "invalid" .Values.presets.hfCacheDir) }}
+- name: KAITO_PRESETS__HF_CACHE_DIR
+  value: {{ .Values.presets.hfCacheDir | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.presets.hfEndpoint) }}
+- name: KAITO_PRESETS__HF_ENDPOINT
+  value: {{ .Values.presets.hfEndpoint | quote }}
+{{- end }}
 {{- end }}

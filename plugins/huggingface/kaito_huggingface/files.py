@@ -130,7 +130,7 @@ def read_cache(repo_id: str, cache_dir: Path, revision: str = "main") -> ModelFi
     return read_local(repo_id, Path(found).parent)
 
 
-def read_hub(repo_id: str, token: str | None, revision: str = "main") -> ModelFiles:  # pragma: no cover - needs the hub
+def read_hub(repo_id: str, token: str | None, revision: str = "main", endpoint: str | None = None) -> ModelFiles:  # pragma: no cover - needs the hub
     """The repository on the hub: file sizes and gating from ``model_info``, config.json by download.
 
     Not exercised by the tests (no network there); the pure parts it feeds are.
@@ -138,12 +138,12 @@ def read_hub(repo_id: str, token: str | None, revision: str = "main") -> ModelFi
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    api = HfApi(token=token or False)
+    api = HfApi(endpoint=endpoint, token=token or False)
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
         if info.gated and not token:
             raise PresetGenerationError(f"model {repo_id} is gated on Hugging Face and no token was given", TOKEN_FIX)
-        path = hf_hub_download(repo_id, "config.json", revision=revision, token=token or False)
+        path = hf_hub_download(repo_id, "config.json", revision=revision, token=token or False, endpoint=endpoint)
     except GatedRepoError:
         raise PresetGenerationError(f"model {repo_id} is gated on Hugging Face and the token was refused", TOKEN_FIX) from None
     except RepositoryNotFoundError:

@@ -24,7 +24,8 @@ class HuggingFaceGenerator(PresetGenerator):
         return bool(MODEL_ID.match(name))
 
     def generate(self, name: str, where: ModelLocation) -> Preset:
-        """Read the files from the local copy, the cache or the hub (in that order) and compute the preset."""
+        """Read the files from the local copy, the cache or the hub (in that order; the hub also when
+        the cache lacks the model and the hub is allowed) and compute the preset."""
         files = self._read(name, where)
         if files.gated and where.hub and where.token is None:
             raise PresetGenerationError(f"model {name} is gated on Hugging Face and no token was given", TOKEN_FIX)
@@ -43,10 +44,15 @@ class HuggingFaceGenerator(PresetGenerator):
         if where.model_dir is not None:
             return read_local(name, where.model_dir)
         if where.cache_dir is not None:
-            return read_cache(name, where.cache_dir)
+            try:
+                return read_cache(name, where.cache_dir)
+            except PresetGenerationError:
+                if not where.hub:
+                    raise
+                # not usable from the cache: the hub is allowed (the operator), read it there
         if where.hub:
             token = where.token.get_secret_value() if where.token is not None else None
-            return read_hub(name, token)
+            return read_hub(name, token, endpoint=where.endpoint)
         raise PresetGenerationError(
             f"the preset for {name} is computed from the model's config.json, and no copy of it was given "
             "(kaito validate does not reach the Hugging Face hub; the operator does)",
