@@ -7,6 +7,8 @@ The operator's KAITO_* environment, one variable per settings field.
   value: {{ .Values.nodeProvisioner.name | quote }}
 - name: KAITO_NODE_PROVISIONER__DEFAULT_NODE_IMAGE_FAMILY
   value: {{ .Values.nodeProvisioner.defaultNodeImageFamily | quote }}
+- name: KAITO_NODE_PROVISIONER__AZURE
+  value: {{ .Values.nodeProvisioner.azure | toJson | quote }}
 - name: KAITO_CLOUD__PROVIDER
   value: {{ .Values.cloud.provider | quote }}
 - name: KAITO_SCOPE__NAMESPACES
