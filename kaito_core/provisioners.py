@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from kaito_core.api.workspace import ConditionStatus, ConditionType
 from kaito_core.errors import KaitoError
@@ -33,7 +34,8 @@ class AzureSettings(BaseModel):
     """values.yaml ``nodeProvisioner.azure``: where and as whom the ``azure-agentpool`` provisioner
     creates AKS agent pools (other provisioners ignore it)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    # camelCase keys as in values.yaml (the chart passes the section as JSON); field names work too.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     subscription_id: str = ""
     """Azure subscription of the AKS cluster (ARM_SUBSCRIPTION_ID in gpu-provisioner)."""

@@ -43,6 +43,8 @@ def test_values_yaml_mirrors_every_settings_field_with_its_default() -> None:
                 continue
             assert key in mirrored, f"values.yaml {to_camel(section)} lacks {key} (OperatorSettings.{section}.{field})"
             default = CHART_DEFAULTS.get((section, field), (info.get_default(call_default_factory=True), ""))[0]
+            if isinstance(default, BaseModel):  # a nested settings model (e.g. nodeProvisioner.azure)
+                default = default.model_dump(mode="json", by_alias=True)
             assert mirrored[key] == json.loads(json.dumps(default, default=str)), f"{to_camel(section)}.{key}"
 
 
