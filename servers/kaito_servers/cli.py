@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["metavar"] = {int: "N", float: "X"}.get(kind, name.split("_")[-1].upper())
         serve.add_argument(flag, **kwargs)
     add_tune_parser(sub)
+    from kaito_servers.adapter_pull import add_parser as add_pull_parser
+
+    add_pull_parser(sub)
     return parser
 
 
@@ -145,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kaito_servers.tuning.cli import run as run_tune
 
         return run_tune(build_parser().parse_args(args))
+    if args and args[0] == "pull-adapter":
+        from kaito_servers.adapter_pull import run as run_pull
+
+        return run_pull(build_parser().parse_args(args))
     if args and args[0] not in ("serve", "-h", "--help"):
         args.insert(0, "serve")  # `kaito-serve --model ...` means `serve`
     if not args:
