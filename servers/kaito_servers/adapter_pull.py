@@ -16,6 +16,7 @@ htpasswd registries send), reads the pod's mounted ``.dockerconfigjson`` and tru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -46,7 +47,15 @@ def auth_backend_for(challenge: str) -> str:
     return "basic" if challenge.strip().lower().startswith("basic") else "token"
 
 
-def _client(registry: str, verify: bool | str) -> Any:
+def has_credentials(docker_config: Path | None, registry: str) -> bool:
+    """Whether ``docker_config`` (a ``.dockerconfigjson``) has an ``auths`` entry for ``registry``."""
+    if docker_config is None or not docker_config.is_file():
+        return False
+    auths = (json.loads(docker_config.read_text()) or {}).get("auths") or {}
+    return any(key.removeprefix("https://").removeprefix("http://").rstrip("/").split("/")[0] == registry for key in auths)
+
+
+def _client(registry: str, verify: bool | str, docker_config: Path | None) -> Any:
     import oras.provider
     import requests
 
@@ -55,6 +64,13 @@ def _client(registry: str, verify: bool | str) -> Any:
     except requests.RequestException as exc:
         raise AdapterPullError(f"cannot reach registry {registry}: {exc}") from exc
     backend = auth_backend_for(probe.headers.get("Www-Authenticate", ""))
+    if backend == "basic" and not has_credentials(docker_config, registry):
+        # Without this the SDK retries the refused request for minutes before giving up.
+        raise AdapterPullError(
+            f"registry {registry} requires a username and password and "
+            f"{'the docker config ' + str(docker_config) if docker_config else 'no docker config'} has none for it: "
+            "name a kubernetes.io/dockerconfigjson Secret for it in the adapter's imagePullSecrets"
+        )
     return oras.provider.Registry(hostname=registry, tls_verify=verify, auth_backend=backend)
 
 
@@ -90,7 +106,7 @@ def pull_adapter(image: str, dest: Path, *, docker_config: Path | None = None, c
         AdapterPullError: the registry refuses or is unreachable, or the artifact holds no adapter.
     """
     verify: bool | str = str(ca_file) if ca_file else True
-    client = _client(registry_of(image), verify)
+    client = _client(registry_of(image), verify, docker_config)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="adapter-", dir=dest.parent) as tmp:
         try:

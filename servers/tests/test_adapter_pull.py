@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kaito_servers.adapter_pull import _extract_data_dir, auth_backend_for, is_adapter_dir, registry_of
+from kaito_servers.adapter_pull import _extract_data_dir, auth_backend_for, has_credentials, is_adapter_dir, registry_of
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,11 @@ def test_a_gguf_alone_is_an_adapter(tmp_path: Path) -> None:
     assert not is_adapter_dir(tmp_path)
     (tmp_path / "adapter.gguf").write_bytes(b"GGUF")
     assert is_adapter_dir(tmp_path)
+
+
+def test_credentials_are_found_by_registry_host(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"auths": {"https://127.0.0.1:5001/": {"auth": "dTpw"}, "ghcr.io": {"auth": "dTpw"}}}')
+    assert has_credentials(config, "127.0.0.1:5001") and has_credentials(config, "ghcr.io")
+    assert not has_credentials(config, "myregistry.azurecr.io")
+    assert not has_credentials(None, "ghcr.io") and not has_credentials(tmp_path / "absent.json", "ghcr.io")
