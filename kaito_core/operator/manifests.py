@@ -163,6 +163,7 @@ def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[d
                     ],
                     "volumeMounts": init_mounts,
                     "securityContext": _container_security(),
+                    "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
                 }
             )
         elif adapter.source.volume_source:
@@ -204,10 +205,17 @@ def _weights_downloader(inputs: WorkloadInputs, image: str, server_env: list[dic
         "env": env,
         "volumeMounts": [{"name": "model-weights", "mountPath": WEIGHTS_DIR}],
         "securityContext": _container_security(),
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
 
 
 # -- pod ------------------------------------------------------------------------------------------
+
+
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+"""On every container the operator writes: when a container fails, the kubelet puts the tail of
+its log into ``lastState.terminated.message``, which the status classification copies into the
+Workspace's condition (no log reads by the operator)."""
 
 
 def _container_security() -> dict[str, Any]:
@@ -293,6 +301,7 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
         **_probes(inputs),
         "volumeMounts": mounts,
         "securityContext": _container_security(),
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     if inputs.gpus_per_node > 0:
         gpus = str(inputs.gpus_per_node)

@@ -211,6 +211,27 @@ def _statuses(pod: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     yield from status.get("containerStatuses") or []
 
 
+LOG_TAIL_CHARS = 1000
+"""How much of a crashed container's termination message (with ``FallbackToLogsOnError``: the
+tail of its log) goes into the condition message."""
+
+
+def _log_tail(message: str) -> str:
+    """``"log tail: ...; "`` from the kubelet's termination message: the last lines that fit in
+    :data:`LOG_TAIL_CHARS`, joined with `` | `` so the condition stays one line; ``""`` if empty."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        if size + len(line) > LOG_TAIL_CHARS:
+            if not kept:
+                kept.append("..." + line[-(LOG_TAIL_CHARS - 3):])
+            break
+        kept.append(line)
+        size += len(line) + 3
+    return f"log tail: {' | '.join(reversed(kept))}; " if kept else ""
+
+
 def classify_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     """(reason, message) when the pod is failing in a way a person must act on, else None."""
     name = (pod.get("metadata") or {}).get("name", "?")
@@ -234,7 +255,10 @@ def classify_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
         if wreason == "CrashLoopBackOff":
             exit_info = last.get("terminated") or {}
             detail = f" (last exit code {exit_info.get('exitCode')}, {exit_info.get('reason', '')})" if exit_info else ""
-            return "ContainerCrashLoopBackOff", f"container {cname} of pod {name} keeps crashing{detail}; see kubectl logs {name} -c {cname}"
+            return "ContainerCrashLoopBackOff", (
+                f"container {cname} of pod {name} keeps crashing{detail}; "
+                f"{_log_tail(exit_info.get('message', ''))}see kubectl logs {name} -c {cname} --previous"
+            )
         if wreason in START_REASONS:
             return "ContainerStartError", f"container {cname} of pod {name} cannot start: {wreason}: {waiting.get('message', '')}".strip()
     for cond in status.get("conditions") or []:

@@ -3,7 +3,9 @@
 Layers: :mod:`kaito_servers.protocol` (request/response bodies) -> the service functions here
 (request -> prompt tokens + sampling parameters -> engine stream -> response) -> the routes.
 The engine lives on ``app.state`` and is loaded in the background by the lifespan, so the
-server answers ``/health`` with 503 while the model loads and 200 once it is ready.
+server answers ``/health`` with 503 while the model loads and 200 once it is ready. If the model
+fails to load, ``on_failure`` is told (the command line then exits non-zero: in a pod that is a
+restart and CrashLoopBackOff with the log tail, not a server answering 503 forever).
 """
 
 from __future__ import annotations
@@ -320,6 +322,7 @@ def create_app(
     *,
     engine_factory: EngineFactory | None = None,
     on_ready: Callable[[Engine], None] | None = None,
+    on_failure: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """Build the server app for ``settings``; the engine is loaded in the background at startup.
 
@@ -327,6 +330,9 @@ def create_app(
         settings: the server settings.
         engine_factory: builds the engine (default: the backend plugin named in the settings).
         on_ready: called (in the loader thread) once the engine serves requests.
+        on_failure: called (in the loader thread) with the error when the model fails to load;
+            the command line uses it to exit non-zero, so Kubernetes restarts the container and
+            reports CrashLoopBackOff instead of a pod that answers 503 forever.
     """
     factory = engine_factory or default_engine_factory
     metrics = ServerMetrics()
@@ -345,6 +351,8 @@ def create_app(
                 log.exception("model failed to load")
                 state.error = str(exc)
                 state.status = "failed"
+                if on_failure is not None:
+                    on_failure(state.error)
                 return
             state.engine = engine
             aliases = {engine.model_name}

