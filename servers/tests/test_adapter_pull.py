@@ -1,6 +1,6 @@
 """The adapter puller's pure parts: registry of a reference, auth scheme from the challenge, and the
 ``/data`` extraction of upstream-style adapter images (no path may leave the target directory).
-Its registry round trip runs on the local cluster's registry in tests/realnode/test_adapter_pull.py."""
+Its registry round trip runs on the local cluster's registry in tests/realnode/test_adapter_registry_round_trip.py."""
 
 from __future__ import annotations
 
