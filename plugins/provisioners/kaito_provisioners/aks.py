@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from kaito_core.errors import ProvisioningError
 from kaito_core.provisioners import (
     AzureSettings,
@@ -25,7 +27,7 @@ from kaito_core.provisioners import (
     ProvisionResult,
 )
 from kaito_provisioners.agentpool import AGENTPOOL_LABEL, MANAGED_BY, MANAGED_BY_LABEL, build_agent_pool, explain, pool_name
-from kaito_provisioners.azure_client import arm_errors, check_settings, make_agent_pools, require_azure_packages
+from kaito_provisioners.azure_client import REQUIRED, arm_errors, check_settings, make_agent_pools, require_azure_packages
 from kaito_provisioners.nodeclaim import owner_labels
 from kaito_provisioners.nodes import NodeFacts
 
@@ -44,6 +46,11 @@ class AksProvisioner(NodeProvisioner):
         self._ops: Any = None
         self._lock = threading.Lock()
         self._next_gc = 0.0
+
+    def needs(self) -> list[str]:
+        """For `kaito plugins`: the azure extra, the cluster's coordinates and an Azure identity."""
+        fields = ", ".join(f"nodeProvisioner.azure.{to_camel(f)}" for f in REQUIRED)
+        return [*super().needs(), "kaito-provisioners[azure]", fields, "an Azure identity (workload or managed identity)"]
 
     def configure(self, *, azure: AzureSettings | None = None, **_: Any) -> None:
         """Take nodeProvisioner.azure (the client is built on first use).

@@ -254,3 +254,9 @@ def test_the_operator_refuses_to_start_without_the_azure_settings(tmp_path: Path
     )
     assert result.returncode == 2, result.stderr
     assert "kaito operator: cannot start: the azure-agentpool provisioner needs nodeProvisioner.azure.subscriptionId" in result.stderr
+
+
+def test_kaito_plugins_names_what_the_aks_provisioner_needs() -> None:
+    needs = AksProvisioner().needs()
+    assert "kaito-provisioners[azure]" in needs
+    assert any("nodeProvisioner.azure.subscriptionId" in n and "nodeProvisioner.azure.clusterName" in n for n in needs)
