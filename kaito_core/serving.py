@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 WEIGHTS_DIR = "/workspace/weights"
 """Where the inference pod keeps the model weights (upstream KAITO's model-weights volume); the
 weights downloader writes there and the server loads ``--model`` from there."""
+CONFIG_DIR = "/mnt/config"
+"""Where a pod mounts its Workspace's ConfigMap (the inference config, or a tuning pod's
+training_config.yaml)."""
+TUNING_DATA_DIR = "/mnt/data"
+"""Where a tuning pod finds its dataset (fetched or mounted)."""
+TUNING_OUTPUT_DIR = "/mnt/results"
+"""Where a tuning pod writes the adapter and its checkpoints (upstream's output_dir)."""
 ADAPTERS_DIR = "/mnt/adapter"
 """Where LoRA adapters are mounted in inference pods: one directory per adapter name."""
 ADAPTER_STRENGTHS_ENV = "KAITO_ADAPTER_STRENGTHS"

@@ -18,13 +18,12 @@ from kaito_core.api.labels import ANNOTATION_ENABLE_LB, ANNOTATION_REVISION, LAB
 from kaito_core.api.workspace import Workspace
 from kaito_core.backends import ServerSpec
 from kaito_core.presets import Preset
-from kaito_core.serving import ADAPTERS_DIR, DISTRIBUTED_PORT, GPU_RESOURCE, SERVICE_HTTP_PORT, THREADS_ENV, WEIGHTS_DIR
+from kaito_core.serving import ADAPTERS_DIR, CONFIG_DIR, DISTRIBUTED_PORT, GPU_RESOURCE, SERVICE_HTTP_PORT, THREADS_ENV, WEIGHTS_DIR
 
 ANNOTATION_APPLIED_HASH = "kaito.sh/applied-hash"
 """On every child: sha256 of the object as the operator built it; a mismatch means "update it"."""
 NON_ROOT_UID = 1000
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
-CONFIG_DIR = "/mnt/config"
 TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},

@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from kaito_core.errors import PluginError, ProvisioningError
 from kaito_core.provisioners import AzureSettings
 from kaito_provisioners.agentpool import explain
@@ -28,7 +30,7 @@ def check_settings(settings: AzureSettings | None) -> AzureSettings:
         raise ProvisioningError("the azure-agentpool provisioner was not configured by the operator", reason="AzureNotConfigured", retryable=False)
     missing = [f for f in REQUIRED if not getattr(settings, f)]
     if missing:
-        names = ", ".join(f"nodeProvisioner.azure.{_camel(f)} (KAITO_NODE_PROVISIONER__AZURE__{f.upper()})" for f in missing)
+        names = ", ".join(f"nodeProvisioner.azure.{to_camel(f)} (KAITO_NODE_PROVISIONER__AZURE__{f.upper()})" for f in missing)
         raise ProvisioningError(f"the azure-agentpool provisioner needs {names}; set them in the Helm values or environment",
                                 reason="AzureNotConfigured", retryable=False)
     return settings
@@ -44,11 +46,6 @@ def require_azure_packages() -> None:
         missing = True
     if missing:
         raise PluginError(INSTALL_HINT)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 def make_credential(settings: AzureSettings) -> Any:

@@ -19,12 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kaito_core.serving import CONFIG_DIR, TUNING_DATA_DIR, TUNING_OUTPUT_DIR, WEIGHTS_DIR
+
 log = logging.getLogger("kaito_servers.tuning")
 
-DEFAULT_CONFIG = "/mnt/config/training_config.yaml"
-DEFAULT_DATA_DIR = "/mnt/data"
-DEFAULT_OUTPUT_DIR = "/mnt/results"
-DEFAULT_MODEL_DIR = "/workspace/weights"
+DEFAULT_CONFIG = f"{CONFIG_DIR}/training_config.yaml"
+DEFAULT_DATA_DIR = TUNING_DATA_DIR
+DEFAULT_OUTPUT_DIR = TUNING_OUTPUT_DIR
+DEFAULT_MODEL_DIR = WEIGHTS_DIR
 
 EPILOG = """\
 environment (a flag wins over its variable; upstream names in parentheses are fallbacks):
