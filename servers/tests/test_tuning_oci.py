@@ -5,13 +5,21 @@ The registry round trip runs on the local cluster's registry (tests/realnode).""
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import os
+import ssl
 import subprocess
 import sys
+import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+
+from kaito_localcluster.pki import generate_ca, issue_serving_cert
 
 from kaito_core.serving import TUNING_PULL_AUTH_ENV_PREFIX, TUNING_PUSH_AUTH_ENV, TUNING_PUSH_IMAGE_ENV
 from kaito_servers.tuning.oci import (
@@ -41,13 +49,73 @@ def test_a_secret_that_is_not_a_docker_config_is_named(tmp_path: Path) -> None:
         docker_config_from_env({TUNING_PUSH_AUTH_ENV: '{"username": "u"}'}, [TUNING_PUSH_AUTH_ENV], where=tmp_path)
 
 
-def test_the_push_secret_must_cover_the_output_registry_before_training() -> None:
-    ok = {TUNING_PUSH_IMAGE_ENV: "127.0.0.1:5001/kaito/adapters/kube:1", TUNING_PUSH_AUTH_ENV: AUTH_A}
-    check_push_credentials(ok)
-    check_push_credentials({})  # an output volume: nothing to check
-    wrong = {**ok, TUNING_PUSH_AUTH_ENV: AUTH_B}
-    with pytest.raises(RegistryStepError, match="imagePushSecret has no credentials for registry 127.0.0.1:5001"):
-        check_push_credentials(wrong)
+class FakeRegistry:
+    """A registry's /v2/ endpoint over TLS on 127.0.0.1 (a certificate from a fresh CA): Basic
+    challenge, 200 for user:pass, 401 otherwise; or, with ``bearer``, a token endpoint that
+    grants push scope to user:pass only. It records the token requests' scopes."""
+
+    def __init__(self, tmp: Path, *, bearer: bool = False) -> None:
+        ca_cert, ca_key = generate_ca("test-registry-ca")
+        cert, key = issue_serving_cert(ca_cert, ca_key, "127.0.0.1", [], ["127.0.0.1"])
+        (tmp / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        (tmp / "tls.crt").write_bytes(cert)
+        (tmp / "tls.key").write_bytes(key)
+        self.ca_file = tmp / "ca.crt"
+        self.scopes: list[str] = []
+        outer = self
+        good = "Basic " + base64.b64encode(b"user:pass").decode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                ok = self.headers.get("Authorization") == good
+                if self.path.startswith("/token"):
+                    outer.scopes.append(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["scope"][0])
+                    self.send_response(200 if ok else 401)
+                elif bearer:
+                    self.send_response(401)
+                    self.send_header("Www-Authenticate", f'Bearer realm="https://127.0.0.1:{outer.port}/token",service="test"')
+                else:
+                    self.send_response(200 if ok else 401)
+                    if not ok:
+                        self.send_header("Www-Authenticate", 'Basic realm="registry"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tmp / "tls.crt"), str(tmp / "tls.key"))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def auth(self, login: bytes) -> str:
+        return json.dumps({"auths": {f"127.0.0.1:{self.port}": {"auth": base64.b64encode(login).decode()}}})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("bearer", [False, True], ids=["basic", "token"])
+def test_the_push_secret_must_cover_the_registry_and_be_accepted_before_training(tmp_path: Path, bearer: bool) -> None:
+    registry = FakeRegistry(tmp_path, bearer=bearer)
+    try:
+        image = f"127.0.0.1:{registry.port}/kaito/adapters/kube:1"
+        check_push_credentials({TUNING_PUSH_IMAGE_ENV: image, TUNING_PUSH_AUTH_ENV: registry.auth(b"user:pass")}, ca_file=registry.ca_file)
+        if bearer:
+            assert registry.scopes == ["repository:kaito/adapters/kube:push,pull"]
+        check_push_credentials({})  # an output volume: nothing to check
+        with pytest.raises(RegistryStepError, match=f"imagePushSecret has no credentials for registry 127.0.0.1:{registry.port}"):
+            check_push_credentials({TUNING_PUSH_IMAGE_ENV: image, TUNING_PUSH_AUTH_ENV: AUTH_B}, ca_file=registry.ca_file)
+        with pytest.raises(RegistryStepError, match=r"refuses the credentials of tuning.output.imagePushSecret \(user 'user', HTTP 401\)"):
+            check_push_credentials({TUNING_PUSH_IMAGE_ENV: image, TUNING_PUSH_AUTH_ENV: registry.auth(b"user:wrong")},
+                                   ca_file=registry.ca_file)
+    finally:
+        registry.close()
 
 
 def test_nothing_is_pushed_before_the_training_finished(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ environment (a flag wins over its variable; upstream names in parentheses are fa
   KAITO_TUNING_DATA_IMAGE                  OCI image/artifact with the data, pulled into the data dir first
   KAITO_TUNING_PULL_AUTH_<n>               .dockerconfigjson of its pull secrets (set by the operator)
   KAITO_TUNING_PUSH_IMAGE, KAITO_TUNING_PUSH_AUTH   with --check-only: the push secret must have
-                                           credentials for the output image's registry
+                                           credentials for the output image's registry, and the
+                                           registry must accept them (KAITO_ADAPTER_CA_FILE: its CA)
   KAITO_TUNING_OUTPUT_DIR                  adapter + checkpoints   [TrainingArguments.output_dir, /mnt/results]
   KAITO_TUNING_METRICS_PORT / _HOST        Prometheus /metrics     [off / 0.0.0.0]
   KAITO_TUNING_METRICS_FILE                Prometheus textfile     [off]
@@ -194,7 +195,8 @@ def _run(ns: argparse.Namespace) -> int:
     if ns.check_only:
         from kaito_servers.tuning.oci import check_push_credentials
 
-        check_push_credentials(os.environ)
+        ca = os.environ.get("KAITO_ADAPTER_CA_FILE")
+        check_push_credentials(os.environ, ca_file=Path(ca) if ca else None)
         rows = _check_data(config, paths)
         log.info("config and data are valid", extra={"method": method, "rows": rows, "data_dir": str(paths.data_dir)})
         return 0

@@ -109,27 +109,84 @@ def pull_data_image(image: str, dest: Path, environ: Mapping[str, str], *, ca_fi
     return files
 
 
-def check_push_credentials(environ: Mapping[str, str]) -> None:
-    """Before training: the push secret must hold credentials for the output image's registry.
+def _login_of(auths: Mapping[str, Any], registry: str) -> tuple[str, str] | None:
+    """(username, password) for ``registry`` from a docker config's ``auths`` (``auth`` or the pair)."""
+    import base64
+
+    for key, entry in auths.items():
+        if key.removeprefix("https://").removeprefix("http://").rstrip("/").split("/")[0] != registry or not isinstance(entry, dict):
+            continue
+        if entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode("utf-8", "replace").partition(":")
+            return user, password
+        if entry.get("username"):
+            return str(entry["username"]), str(entry.get("password", ""))
+    return None
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="..."`` -> ("bearer", {realm, service, ...})."""
+    import re
+
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), {k: v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+
+
+def verify_push_login(image: str, login: tuple[str, str], *, ca_file: Path | None = None, timeout: float = 30.0) -> None:
+    """Log in to the registry of ``image`` the way a push will (Basic, or a Bearer token with push
+    scope for the repository), so wrong credentials fail before the training, not after it.
 
     Raises:
-        RegistryStepError: it holds none (the push would fail after the training).
+        RegistryStepError: the registry refuses the credentials (HTTP 401/403).
+        requests.RequestException: the registry cannot be reached (a retry may help).
     """
-    from kaito_servers.adapter_pull import has_credentials, registry_of
+    import requests
+
+    from kaito_servers.adapter_pull import registry_of
+
+    registry = registry_of(image)
+    verify: bool | str = str(ca_file) if ca_file else True
+    probe = requests.get(f"https://{registry}/v2/", verify=verify, timeout=timeout)
+    if probe.status_code == 200:
+        return
+    scheme, params = _parse_challenge(probe.headers.get("Www-Authenticate", ""))
+    if scheme == "basic":
+        answer = requests.get(f"https://{registry}/v2/", auth=login, verify=verify, timeout=timeout)
+    elif scheme == "bearer" and params.get("realm"):
+        repository = image.split("/", 1)[1].split("@")[0].rsplit(":", 1)[0] if "/" in image else image
+        query = {"service": params.get("service", registry), "scope": f"repository:{repository}:push,pull"}
+        answer = requests.get(params["realm"], params=query, auth=login, verify=verify, timeout=timeout)
+    else:
+        return  # an unknown scheme: leave it to the push
+    if answer.status_code in (401, 403):
+        raise RegistryStepError(f"registry {registry} refuses the credentials of tuning.output.imagePushSecret (user {login[0]!r}, "
+                                f"HTTP {answer.status_code}). Fix: put a username and password (or token) allowed to push to "
+                                f"{image} into the Secret (kubectl create secret docker-registry NAME --docker-server={registry} ...)")
+
+
+def check_push_credentials(environ: Mapping[str, str], *, ca_file: Path | None = None) -> None:
+    """Before training: the push secret must hold credentials for the output image's registry,
+    and the registry must accept them (:func:`verify_push_login`).
+
+    Raises:
+        RegistryStepError: it holds none, or they are refused (the push would fail after the training).
+    """
+    from kaito_servers.adapter_pull import registry_of
 
     image = environ.get(TUNING_PUSH_IMAGE_ENV)
-    if not image or not environ.get(TUNING_PUSH_AUTH_ENV):
+    raw = environ.get(TUNING_PUSH_AUTH_ENV)
+    if not image or not raw:
         return
     config = docker_config_from_env(environ, [TUNING_PUSH_AUTH_ENV])
-    try:
-        registry = registry_of(image)
-        if not has_credentials(config, registry):
-            raise RegistryStepError(f"tuning.output.imagePushSecret has no credentials for registry {registry} "
-                                    f"(of tuning.output.image {image}). Fix: create the Secret with "
-                                    f"kubectl create secret docker-registry NAME --docker-server={registry} ...")
-    finally:
-        if config is not None:
-            config.unlink(missing_ok=True)
+    if config is not None:
+        config.unlink(missing_ok=True)  # parsed and checked; the login is read from the variable
+    registry = registry_of(image)
+    login = _login_of(json.loads(raw)["auths"], registry)
+    if login is None:
+        raise RegistryStepError(f"tuning.output.imagePushSecret has no credentials for registry {registry} "
+                                f"(of tuning.output.image {image}). Fix: create the Secret with "
+                                f"kubectl create secret docker-registry NAME --docker-server={registry} ...")
+    verify_push_login(image, login, ca_file=ca_file)
 
 
 def adapter_files(src: Path) -> list[Path]:
