@@ -319,16 +319,16 @@ def plan_tuning(
     if action != "create":
         return desired(TuningFacts(job_exists=True, replacing=True), Wait("TuningJobReplacing", "deleting the Job of the previous spec",
                                                                          requeue.delete_s))
-    if provision is None or not provision.ready:
-        message = (provision.message if provision else "") or "nodes are not ready"
-        wait = Wait(provision.reason if provision and provision.reason else "NodesNotReady", message,
-                    provision.retry_after_s if provision else requeue.nodes_s)
-        return desired(TuningFacts(nodes_message=message), wait)
     bad_secrets = secret_name_problems(ws)
     if bad_secrets:
         message = "; ".join(str(e) for e in bad_secrets)
         return desired(TuningFacts(problem_reason="TuningSecretInvalid", problem_message=message),
                        Wait("TuningSecretInvalid", message, requeue.invalid_s))
+    if provision is None or not provision.ready:
+        message = (provision.message if provision else "") or "nodes are not ready"
+        wait = Wait(provision.reason if provision and provision.reason else "NodesNotReady", message,
+                    provision.retry_after_s if provision else requeue.nodes_s)
+        return desired(TuningFacts(nodes_message=message), wait)
     method = ws.tuning.method.value
     config = observed.training_config
     source = ws.tuning.config or f"{settings.tuning.default_config_namespace}/{default_config_name(method)}"

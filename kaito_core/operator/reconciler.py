@@ -29,7 +29,7 @@ from kaito_core.operator.plan import Desired, Observed, observe_workload, plan_i
 from kaito_core.operator.presets import PresetSource
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.operator.status import Facts, build_status, status_changed
-from kaito_core.operator.tuning import default_config_name, job_action
+from kaito_core.operator.tuning import default_config_name, job_action, secret_name_problems
 from kaito_core.presets import Preset
 from kaito_core.plugins import Registry
 from kaito_core.provisioners import NodeProvisioner
@@ -180,7 +180,8 @@ class Reconciler:
         assert ws.tuning is not None
         provisioner = self.provisioner
         nodes = plan_tuning_nodes(ws, preset, self.settings)
-        provision = provisioner.ensure_nodes(self.nodes, nodes.request)
+        # No nodes for a Job the API server would refuse (the planner says which secret name is wrong).
+        provision = None if secret_name_problems(ws) else provisioner.ensure_nodes(self.nodes, nodes.request)
         spec_hash = str((obj["metadata"].get("annotations") or {}).get(ANNOTATION_HASH, ""))
         job = self.kube.get("Job", ws.namespace, ws.name)
         action = job_action(job, spec_hash)
@@ -188,7 +189,7 @@ class Reconciler:
         if action == "keep" and job is not None and not _job_complete(job):
             pods = self.kube.list_pods(ws.namespace, {LABEL_WORKSPACE: ws.name})
         config = None
-        if action == "create" and provision.ready:
+        if action == "create" and provision is not None and provision.ready:
             method = ws.tuning.method.value
             config_ns, config_name = (ws.namespace, ws.tuning.config) if ws.tuning.config else \
                 (self.settings.tuning.default_config_namespace, default_config_name(method))
