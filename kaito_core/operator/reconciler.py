@@ -29,17 +29,12 @@ from kaito_core.operator.plan import Desired, Observed, observe_workload, plan_i
 from kaito_core.operator.presets import PresetSource
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.operator.status import Facts, build_status, status_changed
-from kaito_core.operator.tuning import default_config_name, job_action, secret_name_problems
+from kaito_core.operator.tuning import default_config_name, job_action, job_succeeded, secret_name_problems
 from kaito_core.presets import Preset
 from kaito_core.plugins import Registry
 from kaito_core.provisioners import NodeProvisioner
 
 log = logging.getLogger(__name__)
-
-
-def _job_complete(job: dict[str, Any]) -> bool:
-    """Whether a Job finished successfully (its pods need not be read any more)."""
-    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in (job.get("status") or {}).get("conditions") or [])
 
 
 @dataclass(frozen=True)
@@ -182,11 +177,11 @@ class Reconciler:
         nodes = plan_tuning_nodes(ws, preset, self.settings)
         # No nodes for a Job the API server would refuse (the planner says which secret name is wrong).
         provision = None if secret_name_problems(ws) else provisioner.ensure_nodes(self.nodes, nodes.request)
-        spec_hash = str((obj["metadata"].get("annotations") or {}).get(ANNOTATION_HASH, ""))
+        digest = str((obj["metadata"].get("annotations") or {}).get(ANNOTATION_HASH, ""))
         job = self.kube.get("Job", ws.namespace, ws.name)
-        action = job_action(job, spec_hash)
+        action = job_action(job, digest)
         pods: list[dict[str, Any]] = []
-        if action == "keep" and job is not None and not _job_complete(job):
+        if action == "keep" and job is not None and not job_succeeded(job):  # pods say which step runs or failed
             pods = self.kube.list_pods(ws.namespace, {LABEL_WORKSPACE: ws.name})
         config = None
         if action == "create" and provision is not None and provision.ready:
@@ -195,7 +190,7 @@ class Reconciler:
                 (self.settings.tuning.default_config_namespace, default_config_name(method))
             config = self.kube.get("ConfigMap", config_ns, config_name)
         observed = Observed(generation=generation, revision=revision, provision=provision, job=job, pods=pods,
-                            spec_hash=spec_hash, training_config=config)
+                            spec_hash=digest, training_config=config)
         return plan_tuning(ws, preset, provisioner, self.settings, observed)
 
     def _apply_job(self, obj: dict[str, Any], desired: Desired) -> None:

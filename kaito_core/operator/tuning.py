@@ -431,6 +431,11 @@ def _job_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | No
     return None
 
 
+def job_succeeded(job: Mapping[str, Any]) -> bool:
+    """Whether the Job completed (its pods need not be read any more)."""
+    return _job_condition(job, "Complete") is not None
+
+
 def job_pods(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The pods of ``job`` (by owner uid), oldest first."""
     uid = (job.get("metadata") or {}).get("uid")
