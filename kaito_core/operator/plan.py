@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from kaito_core import fit, sku
 from kaito_core.api.labels import ANNOTATION_NODE_IMAGE_FAMILY, RESERVED_SELECTOR_KEYS
+from kaito_core.api.reasons import WaitReason
 from kaito_core.api.workspace import Workspace
 from kaito_core.backends import AdapterRef, InferenceBackend, ServingContext
 from kaito_core.operator.manifests import WorkloadInputs, build_inference_objects
@@ -208,13 +209,13 @@ def plan_inference(
     facts = Facts(generation=observed.generation, target_nodes=nodes.nodes, provision=provision, workload=workload)
     if provision is None or not provision.ready:
         message = (provision.message if provision else "") or "nodes are not ready"
-        nodes_wait = Wait(provision.reason if provision and provision.reason else "NodesNotReady", message,
+        nodes_wait = Wait(provision.reason if provision and provision.reason else WaitReason.NODES_NOT_READY, message,
                           provision.retry_after_s if provision else settings.requeue.nodes_s)
         return Desired(facts=facts, node_request=nodes.request, workload_kind=nodes.workload_kind, wait=nodes_wait)
     objects = build_inference_objects(workload_inputs(ws, preset, backend, provisioner, settings, nodes, observed.revision))
     wait: Wait | None = None
     if not workload.ready:
-        wait = Wait(workload.problem_reason or "WorkloadNotReady", workload.problem_message or "the inference workload is not ready yet",
+        wait = Wait(workload.problem_reason or WaitReason.WORKLOAD_NOT_READY, workload.problem_message or "the inference workload is not ready yet",
                     settings.requeue.workload_s)
     return Desired(facts=facts, node_request=nodes.request, objects=tuple(objects), workload_kind=nodes.workload_kind, wait=wait)
 

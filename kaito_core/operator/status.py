@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaito_core.api.reasons import Reason
 from kaito_core.api.workspace import Condition, ConditionType, WorkspaceState, WorkspaceStatus
 from kaito_core.provisioners import ProvisionResult
 
@@ -92,30 +93,30 @@ def _overall(ok: bool, reason: str, message: str, generation: int) -> list[Condi
 
 def _tuning_conditions(tuning: TuningFacts, gen: int) -> list[Condition]:
     if not tuning.controller_available:
-        reason = "TuningControllerNotInstalled"
+        reason = Reason.TUNING_CONTROLLER_NOT_INSTALLED
         return [_cond(CT.JOB_STARTED, False, reason, TUNING_NOT_AVAILABLE, gen), *_overall(False, reason, TUNING_NOT_AVAILABLE, gen)]
     started = tuning.job_exists
-    conds = [_cond(CT.JOB_STARTED, started, "JobStarted" if started else "JobPending",
+    conds = [_cond(CT.JOB_STARTED, started, Reason.JOB_STARTED if started else Reason.JOB_PENDING,
                    "the tuning Job has started" if started else "the tuning Job is not created yet", gen)]
     if tuning.failed_message:
-        return conds + _overall(False, "WorkspaceTuningJobFailed", tuning.failed_message, gen)
+        return conds + _overall(False, Reason.TUNING_JOB_FAILED, tuning.failed_message, gen)
     if tuning.succeeded:
-        return conds + _overall(True, "workspaceSucceeded", "the tuning Job has succeeded", gen)
-    return conds + _overall(False, "workspacePending", f"the tuning Job is running ({tuning.active} pod(s) active)", gen)
+        return conds + _overall(True, Reason.WORKSPACE_SUCCEEDED, "the tuning Job has succeeded", gen)
+    return conds + _overall(False, Reason.WORKSPACE_PENDING, f"the tuning Job is running ({tuning.active} pod(s) active)", gen)
 
 
 def desired_conditions(facts: Facts) -> list[Condition]:
     """The conditions for ``facts``, without lastTransitionTime."""
     gen = facts.generation
     if facts.invalid_message:
-        return _overall(False, "WorkspaceInvalid", facts.invalid_message, gen)
+        return _overall(False, Reason.WORKSPACE_INVALID, facts.invalid_message, gen)
     if facts.tuning is not None:
         return _tuning_conditions(facts.tuning, gen)
     if facts.blocked_reason:
         return [
             _cond(CT.RESOURCE_READY, False, facts.blocked_reason, facts.blocked_message, gen),
-            _cond(CT.INFERENCE_READY, False, "WorkspaceInferenceStatusPending", "waiting for resources: " + facts.blocked_message, gen),
-            *_overall(False, "workspacePending", facts.blocked_message, gen),
+            _cond(CT.INFERENCE_READY, False, Reason.INFERENCE_PENDING, "waiting for resources: " + facts.blocked_message, gen),
+            *_overall(False, Reason.WORKSPACE_PENDING, facts.blocked_message, gen),
         ]
 
     conds: list[Condition] = []
@@ -125,16 +126,16 @@ def desired_conditions(facts: Facts) -> list[Condition]:
         for extra in prov.conditions:
             conds.append(_cond(extra.type, extra.status == "True", extra.reason, extra.message, gen))
     if resource_ok:
-        resource = _cond(CT.RESOURCE_READY, True, "workspaceResourceStatusSuccess", "workspace resource is ready", gen)
+        resource = _cond(CT.RESOURCE_READY, True, Reason.RESOURCE_READY, "workspace resource is ready", gen)
     else:
-        reason = (prov.reason if prov else "") or "workspaceResourceStatusNotReady"
+        reason = (prov.reason if prov else "") or Reason.RESOURCE_NOT_READY
         message = (prov.message if prov else "") or "node claim or node status condition not ready"
         resource = _cond(CT.RESOURCE_READY, False, reason, message, gen)
 
     wl = facts.workload
-    pending = "WorkspaceInferenceStatusPending"
+    pending = Reason.INFERENCE_PENDING
     if wl.ready and resource_ok:
-        inference = _cond(CT.INFERENCE_READY, True, "WorkspaceInferenceStatusSuccess", "Inference has been deployed successfully", gen)
+        inference = _cond(CT.INFERENCE_READY, True, Reason.INFERENCE_READY, "Inference has been deployed successfully", gen)
     elif wl.problem_reason:
         inference = _cond(CT.INFERENCE_READY, False, wl.problem_reason, wl.problem_message, gen)
     elif not resource_ok and not wl.exists:
@@ -148,11 +149,11 @@ def desired_conditions(facts: Facts) -> list[Condition]:
     conds += [resource, inference]
 
     if resource_ok and inference.status == "True":
-        conds += _overall(True, "workspaceSucceeded", "workspace succeeds: the inference workload is ready", gen)
+        conds += _overall(True, Reason.WORKSPACE_SUCCEEDED, "workspace succeeds: the inference workload is ready", gen)
     elif not resource_ok:
-        conds += _overall(False, "workspacePending", f"waiting for nodes: {resource.message}", gen)
+        conds += _overall(False, Reason.WORKSPACE_PENDING, f"waiting for nodes: {resource.message}", gen)
     else:
-        conds += _overall(False, "workspacePending", f"waiting for the inference workload: {inference.message}", gen)
+        conds += _overall(False, Reason.WORKSPACE_PENDING, f"waiting for the inference workload: {inference.message}", gen)
     return conds
 
 
@@ -237,7 +238,7 @@ def classify_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     name = (pod.get("metadata") or {}).get("name", "?")
     status = pod.get("status") or {}
     if status.get("reason") == "Evicted":
-        return "PodEvicted", f"pod {name} was evicted: {status.get('message', '')}".strip()
+        return Reason.POD_EVICTED, f"pod {name} was evicted: {status.get('message', '')}".strip()
     for cs in _statuses(pod):
         cname = cs.get("name", "?")
         state = cs.get("state") or {}
@@ -245,25 +246,25 @@ def classify_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
         waiting = state.get("waiting") or {}
         for term in (state.get("terminated") or {}, last.get("terminated") or {}):
             if term.get("reason") == "OOMKilled":
-                return "ContainerOOMKilled", (
+                return Reason.CONTAINER_OOM_KILLED, (
                     f"container {cname} of pod {name} was killed for running out of memory (OOMKilled); "
                     "use an instance type with more memory or a smaller model"
                 )
         wreason = waiting.get("reason", "")
         if wreason in IMAGE_PULL_REASONS:
-            return "ImagePullError", f"pod {name} cannot pull image {cs.get('image', '')} of container {cname}: {wreason}: {waiting.get('message', '')}".strip()
+            return Reason.IMAGE_PULL_ERROR, f"pod {name} cannot pull image {cs.get('image', '')} of container {cname}: {wreason}: {waiting.get('message', '')}".strip()
         if wreason == "CrashLoopBackOff":
             exit_info = last.get("terminated") or {}
             detail = f" (last exit code {exit_info.get('exitCode')}, {exit_info.get('reason', '')})" if exit_info else ""
-            return "ContainerCrashLoopBackOff", (
+            return Reason.CONTAINER_CRASH_LOOP, (
                 f"container {cname} of pod {name} keeps crashing{detail}; "
                 f"{_log_tail(exit_info.get('message', ''))}see kubectl logs {name} -c {cname} --previous"
             )
         if wreason in START_REASONS:
-            return "ContainerStartError", f"container {cname} of pod {name} cannot start: {wreason}: {waiting.get('message', '')}".strip()
+            return Reason.CONTAINER_START_ERROR, f"container {cname} of pod {name} cannot start: {wreason}: {waiting.get('message', '')}".strip()
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
-            return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}".strip()
+            return Reason.UNSCHEDULABLE, f"pod {name} cannot be scheduled: {cond.get('message', '')}".strip()
     return None
 
 
