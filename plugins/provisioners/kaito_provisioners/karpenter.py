@@ -3,8 +3,8 @@
 Works with any Karpenter cloud provider (AKS node auto-provisioning, AWS EKS, kwok): the
 NodePool points at a NodeClass the cluster admin created (group/kind/name from
 ``KAITO_KARPENTER__NODE_CLASS__{GROUP,KIND,NAME}``, default ``karpenter.azure.com``
-``AKSNodeClass`` ``default``), and Karpenter's cloud provider turns the NodeClaims it creates
-into machines.
+``AKSNodeClass`` ``default``; the Helm chart's ``karpenter.nodeClass`` values), and Karpenter's
+cloud provider turns the NodeClaims it creates into machines.
 
 How the NodePool makes exactly the needed nodes come up and stay:
 
@@ -68,6 +68,7 @@ class KarpenterProvisioner(NodeProvisioner):
     description = "generic Karpenter-core v1: one NodePool per workspace (static replicas, no voluntary disruption)"
     capabilities = ProvisionerCapabilities(creates_nodes=True, required_crds=(NODEPOOL_CRD, NODECLAIM_CRD), watches_nodeclaims=True)
     install_hint = "install Karpenter v1 (with the StaticCapacity feature gate) and its cloud provider, or its CRDs from charts/kaito/crds"
+    settings_model = KarpenterSettings
 
     def __init__(self, settings: KarpenterSettings | None = None) -> None:
         self.settings = settings or KarpenterSettings()
