@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from kaito_core.api.reasons import Reason, WaitReason
+
 
 class KaitoError(Exception):
     """Base class of every error raised on purpose by kaito_core and its plugins."""
@@ -81,7 +83,7 @@ class NotFoundError(KaitoError):
 class NotReadyError(KaitoError):
     """Something the reconciler waits for is not ready yet; try again after ``delay`` seconds."""
 
-    def __init__(self, message: str, *, delay: float = 5.0, reason: str = "NotReady") -> None:
+    def __init__(self, message: str, *, delay: float = 5.0, reason: str = WaitReason.NOT_READY) -> None:
         super().__init__(message)
         self.delay = delay
         self.reason = reason
@@ -95,7 +97,7 @@ class PrerequisiteError(KaitoError):
 class ProvisioningError(KaitoError):
     """A node provisioner failed in a way that needs a person (quota, bad SKU, cloud error)."""
 
-    def __init__(self, message: str, *, reason: str = "ProvisioningFailed", retryable: bool = True, delay: float | None = None) -> None:
+    def __init__(self, message: str, *, reason: str = Reason.PROVISIONING_FAILED, retryable: bool = True, delay: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.retryable = retryable

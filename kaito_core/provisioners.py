@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings
 
 from kaito_core.api.workspace import ConditionStatus, ConditionType
 from kaito_core.errors import KaitoError
@@ -240,6 +241,13 @@ class NodeProvisioner(abc.ABC):
     """What it does (creates nodes or uses existing ones, which CRDs it needs)."""
     install_hint: str = ""
     """What to install when its prerequisites are missing (one sentence, for start-up errors)."""
+    settings_model: ClassVar[type[BaseSettings] | None] = None
+    """The provisioner's own settings, when it has any: a pydantic-settings model with
+    ``env_prefix="KAITO_<SECTION>__"`` and ``env_nested_delimiter="__"`` that the provisioner reads
+    from the operator's environment when it is built. The Helm chart offers the settings of the
+    provisioners the operator image ships as the values section ``<section>`` (camelCase) and sets
+    them as ``KAITO_<SECTION>__<FIELD>`` (nested models as JSON with camelCase keys) only when
+    ``nodeProvisioner.name`` is this provisioner (:func:`kaito_core.chart.values.provisioner_sections`)."""
 
     def needs(self) -> list[str]:
         """What it needs where the operator runs, for `kaito plugins` (e.g. ``CRD nodepools.karpenter.sh``).

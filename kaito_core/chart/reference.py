@@ -11,7 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from kaito_core.chart.environment import env_name
 from kaito_core.chart.schema import values_schema
-from kaito_core.chart.values import CHART_DEFAULTS, CHART_MANAGED, default_values, settings_sections
+from kaito_core.chart.values import CHART_DEFAULTS, CHART_MANAGED, default_values, provisioner_sections, settings_sections
 
 HEADER = """\
 # Helm values reference
@@ -23,8 +23,10 @@ these descriptions as comments, and `values.schema.json` makes `helm install` re
 key or a wrong type.
 
 Values of a section that mirrors `OperatorSettings` reach the operator as the environment
-variable in the last column (the operator reads nothing else); the other sections shape the
-chart's own objects. Run the operator outside the cluster with the same variables
+variable in the last column (the operator reads nothing else); so do the sections of the node
+provisioner plugins the operator image ships (e.g. `karpenter`), set only when
+`nodeProvisioner.name` names their provisioner. The other sections shape the chart's own
+objects. Run the operator outside the cluster with the same variables
 (`KAITO_WEBHOOK__PORT=9443 kaito operator`).
 """
 
@@ -51,17 +53,21 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _rows(schema: dict[str, Any], defs: dict[str, Any], prefix: str, defaults: dict[str, Any], env: dict[str, str]) -> list[str]:
+def _rows(
+    schema: dict[str, Any], defs: dict[str, Any], prefix: str, defaults: dict[str, Any], env: dict[str, str], inherited: str = ""
+) -> list[str]:
+    """One row per leaf value; a leaf of an object passed as one JSON variable (``inherited``) names it and its key."""
     rows = []
     for key, prop in schema.get("properties", {}).items():
         path = f"{prefix}.{key}" if prefix else key
         target = defs[prop["$ref"].split("/")[-1]] if "$ref" in prop else prop
         if target.get("properties") and target.get("additionalProperties") is False:
-            rows += _rows(target, defs, path, defaults[key], env)
+            rows += _rows(target, defs, path, defaults[key], env, env.get(path, inherited))
             continue
         default = json.dumps(defaults[key])
         desc = prop.get("description") or target.get("description") or ""
-        rows.append(f"| `{path}` | {_cell(_type_text(prop, defs))} | `{default}` | {_cell(desc)} | {env.get(path, '')} |")
+        variable = env.get(path) or (f"{inherited}, key `{key}`" if inherited else "")
+        rows.append(f"| `{path}` | {_cell(_type_text(prop, defs))} | `{default}` | {_cell(desc)} | {variable} |")
     return rows
 
 
@@ -70,9 +76,10 @@ def render_values_reference() -> str:
     schema = values_schema()
     defaults = default_values()
     defs = schema.get("$defs", {})
+    mirrored = {**settings_sections(), **{s: p.model for s, p in provisioner_sections().items()}}
     env = {
         f"{to_camel(s)}.{to_camel(f)}": f"`{env_name(s, f)}`"
-        for s, model in settings_sections().items()
+        for s, model in mirrored.items()
         for f in model.model_fields
         if (s, f) not in CHART_MANAGED
     }

@@ -13,19 +13,25 @@ Rules that tie the two together, each in one table here:
   webhook Service name, the certificate mount);
 * :data:`CHART_EXTRAS` adds chart-only fields to a settings section (they never reach the
   operator's environment);
-* the chart-only sections (``global``, ``operator``, ``serviceAccount``...) are the models below.
+* the chart-only sections (``global``, ``operator``, ``serviceAccount``...) are the models below;
+* a provisioner plugin the operator image ships that has settings of its own
+  (``NodeProvisioner.settings_model``, e.g. ``karpenter``) adds its section, set in the
+  operator's environment only when ``nodeProvisioner.name`` names it (:func:`provisioner_sections`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
 
 from kaito_core.operator.settings import OperatorSettings
+from kaito_core.plugins import Registry
 
 
 class ChartSection(BaseModel):
@@ -227,6 +233,70 @@ def settings_sections() -> dict[str, type[BaseModel]]:
     return sections
 
 
+SHIPPED_PROVISIONER_PACKAGES = ("kaito-provisioners",)
+"""The provisioner distributions the operator image ships (``operator.image``: kaito-core with the
+first-party presets and provisioners); the chart offers the settings of their provisioners."""
+ENV_SECTION_PREFIX = "KAITO_"
+
+
+@dataclass(frozen=True)
+class ProvisionerSection:
+    """The settings of one provisioner plugin as a chart values section."""
+
+    provisioner: str
+    """The ``nodeProvisioner.name`` that turns the section on."""
+    model: type[BaseSettings]
+    """The plugin's settings model (``NodeProvisioner.settings_model``)."""
+    section: str
+    """Its section name (snake case): ``KAITO_<SECTION>__`` is the model's env prefix, the values key is camelCase."""
+
+
+def _section_of(provisioner: str, model: type[BaseSettings]) -> str:
+    prefix = str(model.model_config.get("env_prefix") or "")
+    delimiter = model.model_config.get("env_nested_delimiter")
+    section = prefix.removeprefix(ENV_SECTION_PREFIX).removesuffix("__").lower()
+    if not (prefix.startswith(ENV_SECTION_PREFIX) and prefix.endswith("__") and section.isidentifier() and delimiter == "__"):
+        raise TypeError(
+            f"the settings model {model.__name__} of provisioner {provisioner} needs env_prefix='KAITO_<SECTION>__' and "
+            f"env_nested_delimiter='__' (it has {prefix!r} and {delimiter!r}) for the chart to offer it as values"
+        )
+    if section in OperatorSettings.model_fields or section in CHART_SECTIONS_BEFORE or section in CHART_SECTIONS_AFTER:
+        raise TypeError(f"the settings section {section} of provisioner {provisioner} collides with a chart section of that name")
+    return section
+
+
+def provisioner_sections(registry: Registry | None = None) -> dict[str, ProvisionerSection]:
+    """The settings sections of the shipped provisioner plugins that have settings, by section name
+    (from the installed plugins unless ``registry`` is given).
+
+    Raises:
+        RuntimeError: a shipped provisioner package is not installed where the chart is generated
+            (its sections would silently vanish from the chart).
+    """
+    if registry is None:
+        return _installed_provisioner_sections()
+    found: dict[str, ProvisionerSection] = {}
+    packages: set[str] = set()
+    for name, provisioner in registry.provisioners().items():
+        distribution = registry.source("provisioner", name).distribution
+        model = type(provisioner).settings_model
+        if distribution not in SHIPPED_PROVISIONER_PACKAGES:
+            continue
+        packages.add(distribution)
+        if model is not None:
+            section = _section_of(name, model)
+            found[section] = ProvisionerSection(provisioner=name, model=model, section=section)
+    missing = sorted(set(SHIPPED_PROVISIONER_PACKAGES) - packages)
+    if missing:
+        raise RuntimeError(f"generating the chart needs {', '.join(missing)} installed (make venv): the chart offers their settings")
+    return dict(sorted(found.items()))
+
+
+@functools.cache
+def _installed_provisioner_sections() -> dict[str, ProvisionerSection]:
+    return provisioner_sections(Registry.from_entry_points())
+
+
 def _mirrored_field(section: str, name: str, info: FieldInfo) -> tuple[Any, FieldInfo]:
     default, _ = CHART_DEFAULTS.get((section, name), (info.get_default(call_default_factory=True), ""))
     annotation: Any = info.annotation
@@ -235,8 +305,9 @@ def _mirrored_field(section: str, name: str, info: FieldInfo) -> tuple[Any, Fiel
     return annotation, Field(default, alias=to_camel(name), description=info.description)
 
 
-def section_values_model(section: str, model: type[BaseModel]) -> type[BaseModel]:
-    """The values model of one settings section: its fields minus the chart-managed ones, plus the chart's extras."""
+def section_values_model(section: str, model: type[BaseModel], doc: str | None = None) -> type[BaseModel]:
+    """The values model of one settings section: its fields minus the chart-managed ones, plus the
+    chart's extras; described by ``doc`` (default: the section model's docstring)."""
     fields: dict[str, Any] = {
         name: _mirrored_field(section, name, info)
         for name, info in model.model_fields.items()
@@ -251,7 +322,7 @@ def section_values_model(section: str, model: type[BaseModel]) -> type[BaseModel
     created: type[BaseModel] = create_model(
         f"{model.__name__}Values",
         __config__=ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel),
-        __doc__=model.__doc__,
+        __doc__=doc or model.__doc__,
         **fields,
     )
     return created
@@ -265,6 +336,10 @@ def values_model() -> type[BaseModel]:
     for name, section in settings_sections().items():
         mirrored = section_values_model(name, section)
         fields[name] = (mirrored, Field(default_factory=mirrored, alias=to_camel(name), description=section.__doc__))
+    for name, plugin in provisioner_sections().items():
+        doc = f"{plugin.model.__doc__} Set in the operator's environment only when nodeProvisioner.name is {plugin.provisioner}."
+        mirrored = section_values_model(name, plugin.model, doc)
+        fields[name] = (mirrored, Field(default_factory=mirrored, alias=to_camel(name), description=doc))
     for name, (own, alias) in CHART_SECTIONS_AFTER.items():
         fields[name] = (own, Field(default_factory=own, alias=alias, description=own.__doc__))
     created: type[BaseModel] = create_model(

@@ -16,6 +16,7 @@ from typing import Literal
 import kopf
 from kubernetes import client
 
+from kaito_core.api.reasons import Reason
 from kaito_core.errors import KaitoError, NotFoundError, NotReadyError, PluginError, ProvisioningError, ValidationError
 from kaito_core.operator.settings import RequeueSettings
 from kaito_core.operator.status import Facts
@@ -49,7 +50,9 @@ class Verdict:
 
 
 def _reason(exc: BaseException) -> str:
-    return str(getattr(exc, "reason", "") or type(exc).__name__)
+    if isinstance(exc, ProvisioningError):
+        return exc.reason
+    return Reason.PLUGIN_ERROR if isinstance(exc, PluginError) else Reason.NOT_FOUND
 
 
 def _blocked(exc: BaseException, generation: int) -> Facts:
@@ -83,10 +86,10 @@ def _provisioning_delay(exc: BaseException, settings: RequeueSettings) -> float:
 RULES: tuple[Rule, ...] = (
     Rule(lambda e: isinstance(e, NotReadyError), "requeue",
          lambda e, s: e.delay if isinstance(e, NotReadyError) else s.nodes_s, _keep),
-    Rule(lambda e: isinstance(e, ValidationError), "invalid", lambda e, s: s.invalid_s, _invalid, "WorkspaceInvalid"),
-    Rule(lambda e: isinstance(e, (NotFoundError, PluginError)), "invalid", lambda e, s: s.invalid_s, _blocked, "PluginMissing"),
-    Rule(_is_permanent_provisioning, "invalid", lambda e, s: s.invalid_s, _blocked, "ProvisioningFailed"),
-    Rule(lambda e: isinstance(e, ProvisioningError), "requeue", _provisioning_delay, _blocked, "ProvisioningFailed"),
+    Rule(lambda e: isinstance(e, ValidationError), "invalid", lambda e, s: s.invalid_s, _invalid, Reason.WORKSPACE_INVALID),
+    Rule(lambda e: isinstance(e, (NotFoundError, PluginError)), "invalid", lambda e, s: s.invalid_s, _blocked, Reason.PLUGIN_MISSING),
+    Rule(_is_permanent_provisioning, "invalid", lambda e, s: s.invalid_s, _blocked, Reason.PROVISIONING_FAILED),
+    Rule(lambda e: isinstance(e, ProvisioningError), "requeue", _provisioning_delay, _blocked, Reason.PROVISIONING_FAILED),
     Rule(lambda e: isinstance(e, KaitoError), "requeue", lambda e, s: s.api_error_s, _keep),
     Rule(lambda e: _api_status(e) == 409, "requeue", lambda e, s: s.conflict_s, _keep),
     Rule(lambda e: isinstance(e, client.ApiException), "requeue", lambda e, s: s.api_error_s, _keep),

@@ -16,6 +16,7 @@ from typing import Any
 
 from kubernetes import client, config
 
+from kaito_core.api.reasons import Reason, WaitReason
 from kaito_core.api.workspace import GROUP, PLURAL, STORAGE_VERSION
 from kaito_core.errors import NotReadyError, ProvisioningError
 from kaito_core.operator.cache import ObjectCache
@@ -223,14 +224,14 @@ class Kube:
                 return self.create(desired), True
             except client.ApiException as exc:
                 if exc.status == 409:
-                    raise NotReadyError(f"{kind} {meta['name']} appeared while being created", delay=1.0, reason="Conflict") from exc
+                    raise NotReadyError(f"{kind} {meta['name']} appeared while being created", delay=1.0, reason=WaitReason.CONFLICT) from exc
                 raise
         owners = [o.get("uid") for o in existing["metadata"].get("ownerReferences") or [] if o.get("controller")]
         if owner_uid not in owners:
             raise ProvisioningError(
                 f"a {kind} named {meta['name']} already exists in namespace {meta['namespace']} and is not owned by "
                 f"this workspace; delete or rename it",
-                reason="ResourceConflict",
+                reason=Reason.RESOURCE_CONFLICT,
             )
         want = meta.get("annotations", {}).get(ANNOTATION_APPLIED_HASH)
         have = (existing["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED_HASH)
@@ -246,7 +247,7 @@ class Kube:
             updated = self._request("PUT", f"{base}/{meta['name']}", body=body)
         except client.ApiException as exc:
             if exc.status == 409:
-                raise NotReadyError(f"{kind} {meta['name']} changed while being updated", delay=1.0, reason="Conflict") from exc
+                raise NotReadyError(f"{kind} {meta['name']} changed while being updated", delay=1.0, reason=WaitReason.CONFLICT) from exc
             raise
         self.cache.wrote(kind, updated)
         return updated, True

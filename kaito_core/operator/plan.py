@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from kaito_core import fit, sku
 from kaito_core.api.labels import ANNOTATION_NODE_IMAGE_FAMILY, RESERVED_SELECTOR_KEYS
+from kaito_core.api.reasons import Reason, WaitReason
 from kaito_core.api.workspace import Workspace
 from kaito_core.backends import AdapterRef, InferenceBackend, ServingContext
 from kaito_core.operator.manifests import WorkloadInputs, build_inference_objects
@@ -230,13 +231,13 @@ def plan_inference(
     facts = Facts(generation=observed.generation, target_nodes=nodes.nodes, provision=provision, workload=workload)
     if provision is None or not provision.ready:
         message = (provision.message if provision else "") or "nodes are not ready"
-        nodes_wait = Wait(provision.reason if provision and provision.reason else "NodesNotReady", message,
+        nodes_wait = Wait(provision.reason if provision and provision.reason else WaitReason.NODES_NOT_READY, message,
                           provision.retry_after_s if provision else settings.requeue.nodes_s)
         return Desired(facts=facts, node_request=nodes.request, workload_kind=nodes.workload_kind, wait=nodes_wait)
     objects = build_inference_objects(workload_inputs(ws, preset, backend, provisioner, settings, nodes, observed.revision))
     wait: Wait | None = None
     if not workload.ready:
-        wait = Wait(workload.problem_reason or "WorkloadNotReady", workload.problem_message or "the inference workload is not ready yet",
+        wait = Wait(workload.problem_reason or WaitReason.WORKLOAD_NOT_READY, workload.problem_message or "the inference workload is not ready yet",
                     settings.requeue.workload_s)
     return Desired(facts=facts, node_request=nodes.request, objects=tuple(objects), workload_kind=nodes.workload_kind, wait=wait)
 
@@ -313,20 +314,20 @@ def plan_tuning(
         seen = replace(observe_job(observed.job, observed.pods), output=output)
         if seen.succeeded or seen.failed:
             return desired(seen, None)
-        wait = Wait(seen.problem_reason or "TuningJobRunning", seen.problem_message or f"the tuning Job is at step {seen.step or '(starting)'}",
+        wait = Wait(seen.problem_reason or WaitReason.TUNING_JOB_RUNNING, seen.problem_message or f"the tuning Job is at step {seen.step or '(starting)'}",
                     requeue.workload_s)
         return desired(seen, wait)
     if action != "create":
-        return desired(TuningFacts(job_exists=True, replacing=True), Wait("TuningJobReplacing", "deleting the Job of the previous spec",
+        return desired(TuningFacts(job_exists=True, replacing=True), Wait(WaitReason.TUNING_JOB_REPLACING, "deleting the Job of the previous spec",
                                                                          requeue.delete_s))
     bad_secrets = secret_name_problems(ws)
     if bad_secrets:
         message = "; ".join(str(e) for e in bad_secrets)
-        return desired(TuningFacts(problem_reason="TuningSecretInvalid", problem_message=message),
-                       Wait("TuningSecretInvalid", message, requeue.invalid_s))
+        return desired(TuningFacts(problem_reason=Reason.TUNING_SECRET_INVALID, problem_message=message),
+                       Wait(Reason.TUNING_SECRET_INVALID, message, requeue.invalid_s))
     if provision is None or not provision.ready:
         message = (provision.message if provision else "") or "nodes are not ready"
-        wait = Wait(provision.reason if provision and provision.reason else "NodesNotReady", message,
+        wait = Wait(provision.reason if provision and provision.reason else WaitReason.NODES_NOT_READY, message,
                     provision.retry_after_s if provision else requeue.nodes_s)
         return desired(TuningFacts(nodes_message=message), wait)
     method = ws.tuning.method.value
@@ -336,14 +337,14 @@ def plan_tuning(
         fix = ("create it (key training_config.yaml) or unset tuning.config" if ws.tuning.config else
                "install the chart's default training configurations (tuning.defaultConfigMaps), or set tuning.config")
         message = f"the training configuration ConfigMap {source} does not exist; {fix}"
-        return desired(TuningFacts(problem_reason="TuningConfigNotFound", problem_message=message),
-                       Wait("TuningConfigNotFound", message, requeue.provisioning_s))
+        return desired(TuningFacts(problem_reason=Reason.TUNING_CONFIG_NOT_FOUND, problem_message=message),
+                       Wait(Reason.TUNING_CONFIG_NOT_FOUND, message, requeue.provisioning_s))
     problems = training_config_problems(config, method)
     if problems:
         errors = config_field_errors(problems, user_config=ws.tuning.config, method=method, namespace=settings.tuning.default_config_namespace)
         message = "; ".join(str(e) for e in errors)
-        return desired(TuningFacts(problem_reason="TuningConfigInvalid", problem_message=message),
-                       Wait("TuningConfigInvalid", message, requeue.provisioning_s))
+        return desired(TuningFacts(problem_reason=Reason.TUNING_CONFIG_INVALID, problem_message=message),
+                       Wait(Reason.TUNING_CONFIG_INVALID, message, requeue.provisioning_s))
     objects = () if ws.tuning.config else (build_config_copy(ws, config),)
     job = build_tuning_job(tuning_inputs(ws, preset, provisioner, settings, nodes, observed))
-    return desired(TuningFacts(), Wait("TuningJobCreated", "the tuning Job was created", requeue.workload_s), objects=objects, job=job)
+    return desired(TuningFacts(), Wait(WaitReason.TUNING_JOB_CREATED, "the tuning Job was created", requeue.workload_s), objects=objects, job=job)

@@ -18,6 +18,7 @@ from typing import Any
 
 from kaito_core import serving
 from kaito_core.api.labels import ANNOTATION_HASH, ANNOTATION_REVISION, LABEL_WORKSPACE
+from kaito_core.api.reasons import Reason, WaitReason
 from kaito_core.api.workspace import Workspace
 from kaito_core.errors import NotReadyError, ProvisioningError
 from kaito_core.operator import boundary, checks
@@ -127,7 +128,7 @@ class Reconciler:
             raise NotReadyError(
                 f"waiting for {len(pods)} pod(s) of workspace {namespace}/{name} to terminate",
                 delay=self.settings.requeue.delete_s,
-                reason="PodsTerminating",
+                reason=WaitReason.PODS_TERMINATING,
             )
         self._written.pop(uid, None)
         provisioner = self.provisioner
@@ -135,7 +136,7 @@ class Reconciler:
             raise NotReadyError(
                 f"waiting for the nodes of workspace {namespace}/{name} to be deleted by {provisioner.name}",
                 delay=self.settings.requeue.delete_s,
-                reason="NodesDeleting",
+                reason=WaitReason.NODES_DELETING,
             )
 
     # -- read and plan ----------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class Reconciler:
         if ws.inference.preset is None:
             raise ProvisioningError(
                 "inference.template (custom pod templates) is not supported by this operator version; use inference.preset",
-                reason="TemplateNotSupported",
+                reason=Reason.TEMPLATE_NOT_SUPPORTED,
                 retryable=False,
             )
         preset = resolve(ws.inference.preset.name)

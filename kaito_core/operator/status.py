@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaito_core.api.reasons import Reason
 from kaito_core.api.workspace import Condition, ConditionType, WorkspaceState, WorkspaceStatus
 from kaito_core.provisioners import ProvisionResult
 from kaito_core.serving import TUNING_STEPS
@@ -122,17 +123,17 @@ def _tuning_conditions(tuning: TuningFacts, gen: int) -> list[Condition]:
     started = tuning.started
     if tuning.failed:
         message = tuning_failure_message(tuning)
-        return [_cond(CT.JOB_STARTED, False, "WorkspaceTuningJobStatusFailed", message, gen),
-                *_overall(False, "TuningJobFailed", message, gen)]
+        return [_cond(CT.JOB_STARTED, False, Reason.JOB_FAILED, message, gen),
+                *_overall(False, Reason.TUNING_JOB_FAILED, message, gen)]
     if started:
-        job = _cond(CT.JOB_STARTED, True, "WorkspaceTuningJobStatusStarted", "the tuning Job has started", gen)
+        job = _cond(CT.JOB_STARTED, True, Reason.JOB_STARTED, "the tuning Job has started", gen)
     elif tuning.nodes_message:
-        job = _cond(CT.JOB_STARTED, False, "WorkspaceTuningJobStatusPending", f"waiting for nodes: {tuning.nodes_message}", gen)
+        job = _cond(CT.JOB_STARTED, False, Reason.JOB_PENDING, f"waiting for nodes: {tuning.nodes_message}", gen)
     else:
-        job = _cond(CT.JOB_STARTED, False, "WorkspaceTuningJobStatusPending", "the tuning Job has not started", gen)
+        job = _cond(CT.JOB_STARTED, False, Reason.JOB_PENDING, "the tuning Job has not started", gen)
     if tuning.succeeded:
         where = f": the adapter is in {tuning.output}" if tuning.output else ""
-        return [job, *_overall(True, "workspaceSucceeded", f"the tuning Job has succeeded{where}", gen)]
+        return [job, *_overall(True, Reason.WORKSPACE_SUCCEEDED, f"the tuning Job has succeeded{where}", gen)]
     if tuning.problem_reason:
         return [job, *_overall(False, tuning.problem_reason, tuning.problem_message, gen)]
     if tuning.replacing:
@@ -143,15 +144,15 @@ def _tuning_conditions(tuning: TuningFacts, gen: int) -> list[Condition]:
         message = f"the tuning Job is running: step {tuning.step} ({TUNING_STEPS.get(tuning.step, tuning.step)})"
     else:
         message = "the tuning Job is starting"
-    return [job, *_overall(False, "workspacePending", message, gen)]
+    return [job, *_overall(False, Reason.WORKSPACE_PENDING, message, gen)]
 
 
 def _resource_conditions(prov: ProvisionResult | None, gen: int) -> list[Condition]:
     """The provisioner's own conditions, then ResourceReady (last)."""
     conds = [_cond(extra.type, extra.status == "True", extra.reason, extra.message, gen) for extra in (prov.conditions if prov else ())]
     if prov is not None and prov.ready:
-        return [*conds, _cond(CT.RESOURCE_READY, True, "workspaceResourceStatusSuccess", "workspace resource is ready", gen)]
-    reason = (prov.reason if prov else "") or "workspaceResourceStatusNotReady"
+        return [*conds, _cond(CT.RESOURCE_READY, True, Reason.RESOURCE_READY, "workspace resource is ready", gen)]
+    reason = (prov.reason if prov else "") or Reason.RESOURCE_NOT_READY
     message = (prov.message if prov else "") or "node claim or node status condition not ready"
     return [*conds, _cond(CT.RESOURCE_READY, False, reason, message, gen)]
 
@@ -160,15 +161,15 @@ def desired_conditions(facts: Facts) -> list[Condition]:
     """The conditions for ``facts``, without lastTransitionTime."""
     gen = facts.generation
     if facts.invalid_message:
-        return _overall(False, "WorkspaceInvalid", facts.invalid_message, gen)
+        return _overall(False, Reason.WORKSPACE_INVALID, facts.invalid_message, gen)
     if facts.tuning is not None:
         return [*_resource_conditions(facts.provision, gen), *_tuning_conditions(facts.tuning, gen)] if facts.provision else \
             _tuning_conditions(facts.tuning, gen)
     if facts.blocked_reason:
         return [
             _cond(CT.RESOURCE_READY, False, facts.blocked_reason, facts.blocked_message, gen),
-            _cond(CT.INFERENCE_READY, False, "WorkspaceInferenceStatusPending", "waiting for resources: " + facts.blocked_message, gen),
-            *_overall(False, "workspacePending", facts.blocked_message, gen),
+            _cond(CT.INFERENCE_READY, False, Reason.INFERENCE_PENDING, "waiting for resources: " + facts.blocked_message, gen),
+            *_overall(False, Reason.WORKSPACE_PENDING, facts.blocked_message, gen),
         ]
 
     prov = facts.provision
@@ -176,9 +177,9 @@ def desired_conditions(facts: Facts) -> list[Condition]:
     *conds, resource = _resource_conditions(prov, gen)
 
     wl = facts.workload
-    pending = "WorkspaceInferenceStatusPending"
+    pending = Reason.INFERENCE_PENDING
     if wl.ready and resource_ok:
-        inference = _cond(CT.INFERENCE_READY, True, "WorkspaceInferenceStatusSuccess", "Inference has been deployed successfully", gen)
+        inference = _cond(CT.INFERENCE_READY, True, Reason.INFERENCE_READY, "Inference has been deployed successfully", gen)
     elif wl.problem_reason:
         inference = _cond(CT.INFERENCE_READY, False, wl.problem_reason, wl.problem_message, gen)
     elif not resource_ok and not wl.exists:
@@ -192,11 +193,11 @@ def desired_conditions(facts: Facts) -> list[Condition]:
     conds += [resource, inference]
 
     if resource_ok and inference.status == "True":
-        conds += _overall(True, "workspaceSucceeded", "workspace succeeds: the inference workload is ready", gen)
+        conds += _overall(True, Reason.WORKSPACE_SUCCEEDED, "workspace succeeds: the inference workload is ready", gen)
     elif not resource_ok:
-        conds += _overall(False, "workspacePending", f"waiting for nodes: {resource.message}", gen)
+        conds += _overall(False, Reason.WORKSPACE_PENDING, f"waiting for nodes: {resource.message}", gen)
     else:
-        conds += _overall(False, "workspacePending", f"waiting for the inference workload: {inference.message}", gen)
+        conds += _overall(False, Reason.WORKSPACE_PENDING, f"waiting for the inference workload: {inference.message}", gen)
     return conds
 
 
@@ -205,7 +206,7 @@ def _state(facts: Facts, conds: Sequence[Condition], previous: str | None) -> Wo
         return WorkspaceState.FAILED
     ready = any(c.type == CT.WORKSPACE_READY and c.status == "True" for c in conds)
     if facts.tuning is not None:
-        if facts.tuning.failed or facts.tuning.problem_reason in ("TuningConfigInvalid", "TuningSecretInvalid"):
+        if facts.tuning.failed or facts.tuning.problem_reason in (Reason.TUNING_CONFIG_INVALID, Reason.TUNING_SECRET_INVALID):
             return WorkspaceState.FAILED
         if ready:
             return WorkspaceState.SUCCEEDED
@@ -281,7 +282,7 @@ def classify_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     name = (pod.get("metadata") or {}).get("name", "?")
     status = pod.get("status") or {}
     if status.get("reason") == "Evicted":
-        return "PodEvicted", f"pod {name} was evicted: {status.get('message', '')}".strip()
+        return Reason.POD_EVICTED, f"pod {name} was evicted: {status.get('message', '')}".strip()
     for cs in _statuses(pod):
         cname = cs.get("name", "?")
         state = cs.get("state") or {}
@@ -289,25 +290,25 @@ def classify_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
         waiting = state.get("waiting") or {}
         for term in (state.get("terminated") or {}, last.get("terminated") or {}):
             if term.get("reason") == "OOMKilled":
-                return "ContainerOOMKilled", (
+                return Reason.CONTAINER_OOM_KILLED, (
                     f"container {cname} of pod {name} was killed for running out of memory (OOMKilled); "
                     "use an instance type with more memory or a smaller model"
                 )
         wreason = waiting.get("reason", "")
         if wreason in IMAGE_PULL_REASONS:
-            return "ImagePullError", f"pod {name} cannot pull image {cs.get('image', '')} of container {cname}: {wreason}: {waiting.get('message', '')}".strip()
+            return Reason.IMAGE_PULL_ERROR, f"pod {name} cannot pull image {cs.get('image', '')} of container {cname}: {wreason}: {waiting.get('message', '')}".strip()
         if wreason == "CrashLoopBackOff":
             exit_info = last.get("terminated") or {}
             detail = f" (last exit code {exit_info.get('exitCode')}, {exit_info.get('reason', '')})" if exit_info else ""
-            return "ContainerCrashLoopBackOff", (
+            return Reason.CONTAINER_CRASH_LOOP, (
                 f"container {cname} of pod {name} keeps crashing{detail}; "
                 f"{_log_tail(exit_info.get('message', ''))}see kubectl logs {name} -c {cname} --previous"
             )
         if wreason in START_REASONS:
-            return "ContainerStartError", f"container {cname} of pod {name} cannot start: {wreason}: {waiting.get('message', '')}".strip()
+            return Reason.CONTAINER_START_ERROR, f"container {cname} of pod {name} cannot start: {wreason}: {waiting.get('message', '')}".strip()
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
-            return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}".strip()
+            return Reason.UNSCHEDULABLE, f"pod {name} cannot be scheduled: {cond.get('message', '')}".strip()
     return None
 
 

@@ -22,6 +22,11 @@ KUBE_VERSION = "v1.37.1"
 CASES: dict[str, dict[str, Any]] = {
     "gpu-provisioner": {},
     "karpenter": {"nodeProvisioner": {"name": "karpenter"}},
+    "karpenter-aws": {
+        "nodeProvisioner": {"name": "karpenter"},
+        "cloud": {"provider": "aws"},
+        "karpenter": {"nodeClass": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}},
+    },
     "byo": {"nodeProvisioner": {"name": "byo"}},
     "aks-workload-identity": {
         "nodeProvisioner": {"name": "azure-agentpool"},

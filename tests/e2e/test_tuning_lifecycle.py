@@ -211,7 +211,7 @@ def test_a_step_exiting_2_fails_the_job_at_once_and_names_the_step_and_the_fix(s
                                    "state": {"waiting": {"reason": "PodInitializing"}}}],
         }})
         cond = wait_condition(stack, ns, name, "WorkspaceSucceeded", "False", "failed at step data-fetch", log=byo)
-        assert cond["reason"] == "TuningJobFailed"
+        assert cond["reason"] == "WorkspaceTuningJobFailed"
         assert "it exited with code 2" in cond["message"] and "Fix: use the link to the raw file" in cond["message"]
         job = job_of(stack, ns, name)
         assert job is not None

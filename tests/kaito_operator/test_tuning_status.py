@@ -113,7 +113,7 @@ def test_a_data_failure_names_the_step_the_exit_code_and_the_runners_fix() -> No
     c = conds(wire)
     assert wire["state"] == "Failed"
     message = c["WorkspaceSucceeded"]["message"]
-    assert c["WorkspaceSucceeded"]["reason"] == "TuningJobFailed"
+    assert c["WorkspaceSucceeded"]["reason"] == "WorkspaceTuningJobFailed"
     assert message.startswith("the tuning Job failed at step data-fetch (fetching and checking the training data and configuration): "
                               "it exited with code 2; log tail: ")
     assert "HTML page" in message and "Fix: use the link to the raw file" in message and "\n" not in message

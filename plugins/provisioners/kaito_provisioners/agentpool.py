@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kaito_core.api.reasons import Reason
 from kaito_core.api.labels import LABEL_MACHINE_TYPE
 from kaito_core.provisioners import NodeRequest
 from kaito_provisioners.nodeclaim import owner_labels
@@ -86,7 +87,7 @@ def explain(*, status: int | None, code: str, message: str, pool: str, vm_size: 
     said = f"Azure said {code or status}: {message}".strip()
     if status in (401, 403) or code in ("AuthenticationFailed", "AuthorizationFailed", "InvalidAuthenticationToken"):
         return CloudProblem(
-            "AzureAuthFailed",
+            Reason.AZURE_AUTH_FAILED,
             f"Azure refused the operator's identity for {where}: {said}. Check nodeProvisioner.azure.tenantId/clientId, "
             "that the identity has a federated credential for the kaito-operator ServiceAccount (workload identity), "
             "and that it holds Contributor on the cluster's resource group",
@@ -94,28 +95,28 @@ def explain(*, status: int | None, code: str, message: str, pool: str, vm_size: 
     if status == 429:
         wait = f"{retry_after:.0f}s" if retry_after is not None else "a while"
         return CloudProblem(
-            "AzureThrottled",
+            Reason.AZURE_THROTTLED,
             f"Azure Resource Manager throttled the requests for {where} (HTTP 429); the operator retries after {wait}. "
             "Nothing to do unless it persists: then reduce other automation hitting this subscription",
         )
     if code == "OperationNotAllowed" and IN_PROGRESS in message:
         return CloudProblem(
-            "AgentPoolOperationInProgress",
+            Reason.AGENTPOOL_OPERATION_IN_PROGRESS,
             f"another operation on {where} is still running ({said}); the operator looks again shortly. "
             "If it stays, check it with `az aks nodepool show` or cancel it with `az aks nodepool operation-abort`",
         )
     if code in QUOTA_CODES or "quota" in message.lower():
         return CloudProblem(
-            "QuotaExceeded",
+            Reason.QUOTA_EXCEEDED,
             f"not enough vCPU quota for {where}: {said}. Request a quota increase for this VM family in "
             f"{location or 'the region'} (Azure portal > Quotas), or choose another resource.instanceType",
         )
     if code in CAPACITY_CODES:
         return CloudProblem(
-            "CapacityUnavailable",
+            Reason.CAPACITY_UNAVAILABLE,
             f"Azure has no capacity for {where} right now: {said}. Choose another resource.instanceType or region, "
             "or wait: the operator retries",
         )
     if status in (400, 422) or code in ("InvalidParameter", "BadRequest"):
-        return CloudProblem("AgentPoolInvalid", f"Azure refused {where}: {said}. Fix the Workspace's resource fields", retryable=False)
-    return CloudProblem("AgentPoolFailed", f"{where} failed: {said}; the operator retries")
+        return CloudProblem(Reason.AGENTPOOL_INVALID, f"Azure refused {where}: {said}. Fix the Workspace's resource fields", retryable=False)
+    return CloudProblem(Reason.AGENTPOOL_FAILED, f"{where} failed: {said}; the operator retries")

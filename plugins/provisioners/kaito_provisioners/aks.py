@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic.alias_generators import to_camel
 
+from kaito_core.api.reasons import Reason
 from kaito_core.errors import ProvisioningError
 from kaito_core.provisioners import (
     AzureSettings,
@@ -168,7 +169,7 @@ def _failure(settings: AzureSettings, pool: Any, name: str, request: NodeRequest
 
 
 def _waiting(message: str, retry_after_s: float) -> ProvisionResult:
-    return ProvisionResult(ready=False, reason="AgentPoolNotReady", message=message, retry_after_s=retry_after_s)
+    return ProvisionResult(ready=False, reason=Reason.AGENTPOOL_NOT_READY, message=message, retry_after_s=retry_after_s)
 
 
 def _nodes_result(nodes: NodeClient, request: NodeRequest, name: str) -> ProvisionResult:
@@ -181,4 +182,4 @@ def _nodes_result(nodes: NodeClient, request: NodeRequest, name: str) -> Provisi
         return ProvisionResult(ready_nodes=tuple(usable[: request.count]), ready=True)
     why = "; ".join(f.why_unusable(gpu=request.gpu) for f in facts if not f.usable(gpu=request.gpu))
     message = f"agent pool {name} succeeded; {len(usable)}/{request.count} of its nodes are ready" + (f": {why}" if why else "")
-    return ProvisionResult(ready_nodes=tuple(usable), ready=False, reason="NodeNotReady", message=message, retry_after_s=3.0)
+    return ProvisionResult(ready_nodes=tuple(usable), ready=False, reason=Reason.NODE_NOT_READY, message=message, retry_after_s=3.0)

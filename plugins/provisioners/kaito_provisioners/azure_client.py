@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic.alias_generators import to_camel
 
+from kaito_core.api.reasons import Reason
 from kaito_core.errors import PluginError, ProvisioningError
 from kaito_core.provisioners import AzureSettings
 from kaito_provisioners.agentpool import explain
@@ -27,12 +28,12 @@ INSTALL_HINT = "the azure-agentpool provisioner needs the azure packages: pip in
 def check_settings(settings: AzureSettings | None) -> AzureSettings:
     """The settings, or a ProvisioningError naming every missing field and how to set it."""
     if settings is None:
-        raise ProvisioningError("the azure-agentpool provisioner was not configured by the operator", reason="AzureNotConfigured", retryable=False)
+        raise ProvisioningError("the azure-agentpool provisioner was not configured by the operator", reason=Reason.AZURE_NOT_CONFIGURED, retryable=False)
     missing = [f for f in REQUIRED if not getattr(settings, f)]
     if missing:
         names = ", ".join(f"nodeProvisioner.azure.{to_camel(f)} (KAITO_NODE_PROVISIONER__AZURE__{f.upper()})" for f in missing)
         raise ProvisioningError(f"the azure-agentpool provisioner needs {names}; set them in the Helm values or environment",
-                                reason="AzureNotConfigured", retryable=False)
+                                reason=Reason.AZURE_NOT_CONFIGURED, retryable=False)
     return settings
 
 
@@ -74,7 +75,7 @@ def make_credential(settings: AzureSettings) -> Any:
     if kind == "default":
         return DefaultAzureCredential(authority=settings.authority_host, **transport)
     raise ProvisioningError(f"nodeProvisioner.azure.credential is {kind!r}; use auto, workload, managed or default",
-                            reason="AzureNotConfigured", retryable=False)
+                            reason=Reason.AZURE_NOT_CONFIGURED, retryable=False)
 
 
 def make_agent_pools(settings: AzureSettings) -> Any:
@@ -128,7 +129,7 @@ def arm_errors(*, pool: str, vm_size: str, location: str) -> Iterator[None]:
         raise ProvisioningError(problem.message, reason=problem.reason, retryable=problem.retryable, delay=retry_after) from exc
     except ServiceRequestError as exc:
         raise ProvisioningError(f"cannot reach Azure Resource Manager for agent pool {pool}: {_first_line(exc)}; check "
-                                "nodeProvisioner.azure.resourceManagerEndpoint and the network", reason="AzureUnreachable") from exc
+                                "nodeProvisioner.azure.resourceManagerEndpoint and the network", reason=Reason.AZURE_UNREACHABLE) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from itertools import groupby
 from typing import Any
 
+from kaito_core.api.reasons import Reason
 from kaito_core.provisioners import NodeClient, NodeProvisioner, NodeRequest, ProvisionerCapabilities, ProvisionResult
 from kaito_provisioners.nodes import NodeFacts, matches_expressions, selector_string
 
@@ -28,7 +29,7 @@ class ByoProvisioner(NodeProvisioner):
         """Pick ``count`` uniform usable matching nodes, preferred first; say what is missing."""
         if not request.match_labels:
             return ProvisionResult(
-                reason="NoNodeSelector",
+                reason=Reason.NO_NODE_SELECTOR,
                 message="resource.labelSelector.matchLabels is empty; label your nodes and select them there",
                 retry_after_s=30.0,
             )
@@ -47,13 +48,13 @@ class ByoProvisioner(NodeProvisioner):
                 why = "; ".join(f.why_unusable(gpu=request.gpu) for f in matching if not f.usable(gpu=request.gpu))
                 message = (f"not enough matching nodes: {len(usable)}/{request.count} nodes matching {selector} are usable"
                            + (f" ({why})" if why else "") + f"; label {request.count - len(usable)} more {kind} with {selector}")
-            return ProvisionResult(ready_nodes=tuple(f.name for f in usable), reason="NotEnoughNodes", message=message, retry_after_s=10.0)
+            return ProvisionResult(ready_nodes=tuple(f.name for f in usable), reason=Reason.NOT_ENOUGH_NODES, message=message, retry_after_s=10.0)
         groups = [list(g) for _, g in groupby(sorted(usable, key=NodeFacts.gpu_shape), key=NodeFacts.gpu_shape)] if request.gpu else [usable]
         big = [g for g in groups if len(g) >= request.count]
         if not big:
             shapes = "; ".join(f"{len(g)} with {g[0].gpu_shape()} ({', '.join(f.name for f in g)})" for g in groups)
             return ProvisionResult(
-                reason="NodesNotUniform",
+                reason=Reason.NODES_NOT_UNIFORM,
                 message=(f"the {len(usable)} usable nodes matching {selector} are not uniform: {shapes}; the workload needs "
                          f"{request.count} nodes with the same GPUs: narrow the label selector or label other nodes"),
                 retry_after_s=30.0,
@@ -65,7 +66,7 @@ class ByoProvisioner(NodeProvisioner):
             have = sum(f.gpu_memory_gib() for f in chosen)
             if have < request.gpu_memory_gib:
                 return ProvisionResult(
-                    reason="NodesTooSmall",
+                    reason=Reason.NODES_TOO_SMALL,
                     message=(f"the model needs {request.gpu_memory_gib:g} GiB of GPU memory but {request.count} node(s) with "
                              f"{chosen[0].gpu_shape()} have {have:g} GiB; select nodes with larger GPUs or raise resource.count"),
                     retry_after_s=30.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kaito_core.api.reasons import Reason
 from kaito_core.api.workspace import ConditionType
 from kaito_core.errors import ProvisioningError
 from kaito_core.provisioners import (
@@ -62,7 +63,7 @@ class GpuProvisioner(NodeProvisioner):
         try:
             items = nodes.list_nodeclaims(owner_labels(workspace, namespace))
         except ResourceNotServed as exc:
-            raise ProvisioningError(CRD_MISSING, reason="NodeClaimCRDMissing") from exc
+            raise ProvisioningError(CRD_MISSING, reason=Reason.NODECLAIM_CRD_MISSING) from exc
         return sorted(items, key=lambda c: c["metadata"]["name"])
 
     # -- the interface -------------------------------------------------------------------------
@@ -110,14 +111,14 @@ class GpuProvisioner(NodeProvisioner):
         claim_cond = NodeCondition(
             type=NODECLAIM_READY,
             status="True" if claims_ok else "False",
-            reason="NodeClaimsReady" if claims_ok else "NodeClaimNotReady",
+            reason=Reason.NODECLAIMS_READY if claims_ok else Reason.NODECLAIM_NOT_READY,
             message="Enough NodeClaims are ready" if claims_ok else self._summary(problems, ready_claims, request.count),
         )
         ready = len(ready_nodes) >= request.count
         return ProvisionResult(
             ready_nodes=tuple(sorted(ready_nodes)),
             ready=ready,
-            reason="" if ready else ("NodeClaimNotReady" if not claims_ok else "NodeNotReady"),
+            reason="" if ready else (Reason.NODECLAIM_NOT_READY if not claims_ok else Reason.NODE_NOT_READY),
             message="" if ready else self._summary(problems, len(ready_nodes), request.count),
             conditions=(claim_cond,),
             retry_after_s=2.0 if created else 5.0,
@@ -152,12 +153,12 @@ class GpuProvisioner(NodeProvisioner):
             except ApiConflict:
                 continue  # name collision: draw another
             except ResourceNotServed as exc:
-                raise ProvisioningError(CRD_MISSING, reason="NodeClaimCRDMissing") from exc
+                raise ProvisioningError(CRD_MISSING, reason=Reason.NODECLAIM_CRD_MISSING) from exc
             except ApiRefused as exc:
                 raise ProvisioningError(
-                    f"the API server refused NodeClaim {name}: {exc}", reason="NodeClaimInvalid", retryable=False
+                    f"the API server refused NodeClaim {name}: {exc}", reason=Reason.NODECLAIM_INVALID, retryable=False
                 ) from exc
-        raise ProvisioningError("could not find a free NodeClaim name in 5 tries", reason="NodeClaimNameCollision")
+        raise ProvisioningError("could not find a free NodeClaim name in 5 tries", reason=Reason.NODECLAIM_NAME_COLLISION)
 
     @staticmethod
     def _surplus(live: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:

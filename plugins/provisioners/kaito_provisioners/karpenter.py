@@ -3,8 +3,8 @@
 Works with any Karpenter cloud provider (AKS node auto-provisioning, AWS EKS, kwok): the
 NodePool points at a NodeClass the cluster admin created (group/kind/name from
 ``KAITO_KARPENTER__NODE_CLASS__{GROUP,KIND,NAME}``, default ``karpenter.azure.com``
-``AKSNodeClass`` ``default``), and Karpenter's cloud provider turns the NodeClaims it creates
-into machines.
+``AKSNodeClass`` ``default``; the Helm chart's ``karpenter.nodeClass`` values), and Karpenter's
+cloud provider turns the NodeClaims it creates into machines.
 
 How the NodePool makes exactly the needed nodes come up and stay:
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kaito_core.api.reasons import Reason
 from kaito_core.api.workspace import ConditionType
 from kaito_core.errors import ProvisioningError
 from kaito_core.provisioners import (
@@ -67,6 +68,7 @@ class KarpenterProvisioner(NodeProvisioner):
     description = "generic Karpenter-core v1: one NodePool per workspace (static replicas, no voluntary disruption)"
     capabilities = ProvisionerCapabilities(creates_nodes=True, required_crds=(NODEPOOL_CRD, NODECLAIM_CRD), watches_nodeclaims=True)
     install_hint = "install Karpenter v1 (with the StaticCapacity feature gate) and its cloud provider, or its CRDs from charts/kaito/crds"
+    settings_model = KarpenterSettings
 
     def __init__(self, settings: KarpenterSettings | None = None) -> None:
         self.settings = settings or KarpenterSettings()
@@ -77,7 +79,7 @@ class KarpenterProvisioner(NodeProvisioner):
         try:
             claims = [c for c in nodes.list_nodeclaims({LABEL_NODEPOOL: pool}) if not is_deleting(c)]
         except ResourceNotServed as exc:
-            raise ProvisioningError(CRD_MISSING, reason="KarpenterCRDMissing") from exc
+            raise ProvisioningError(CRD_MISSING, reason=Reason.KARPENTER_CRD_MISSING) from exc
         ready_claims = [c for c in claims if (condition(c, "Ready") or {}).get("status") == "True"]
         if len(claims) != request.count or len(ready_claims) < request.count:
             self._apply_nodepool(nodes, request)
@@ -104,13 +106,13 @@ class KarpenterProvisioner(NodeProvisioner):
         return ProvisionResult(
             ready_nodes=tuple(sorted(ready_nodes)[: request.count]),
             ready=ready,
-            reason="" if ready else ("NodeClaimNotReady" if not claims_ok else "NodeNotReady"),
+            reason="" if ready else (Reason.NODECLAIM_NOT_READY if not claims_ok else Reason.NODE_NOT_READY),
             message="" if ready else summary[:1024],
             conditions=(
                 NodeCondition(
                     type=ConditionType.NODE_CLAIM_READY,
                     status="True" if claims_ok else "False",
-                    reason="NodeClaimsReady" if claims_ok else "NodeClaimNotReady",
+                    reason=Reason.NODECLAIMS_READY if claims_ok else Reason.NODECLAIM_NOT_READY,
                     message=f"Enough NodeClaims of NodePool {pool} are ready" if claims_ok else summary[:1024],
                 ),
             ),
@@ -149,10 +151,10 @@ class KarpenterProvisioner(NodeProvisioner):
         except ApiConflict:
             return  # created meanwhile; the next round reads it
         except ResourceNotServed as exc:
-            raise ProvisioningError(CRD_MISSING, reason="KarpenterCRDMissing") from exc
+            raise ProvisioningError(CRD_MISSING, reason=Reason.KARPENTER_CRD_MISSING) from exc
         except ApiRefused as exc:
             raise ProvisioningError(
                 f"the API server refused NodePool {name}: {exc}; check the NodeClass settings "
                 f"(KAITO_KARPENTER__NODE_CLASS__*) and the Karpenter version (v1 with static NodePools)",
-                reason="NodePoolInvalid", retryable=False,
+                reason=Reason.NODEPOOL_INVALID, retryable=False,
             ) from exc

@@ -108,9 +108,9 @@ def first_failing_condition(nodeclaim: dict[str, Any]) -> str:
         if cond is None:
             return f"{type_}=Unknown (AwaitingReconciliation): the node provisioner has not reported on it yet"
         if cond.get("status") != "True":
-            reason = cond.get("reason") or "Unknown"
+            their_reason = cond.get("reason") or "Unknown"  # the NodeClaim's, quoted in the message
             message = (cond.get("message") or "").strip()
-            text = f"{type_}={cond.get('status')} ({reason})"
+            text = f"{type_}={cond.get('status')} ({their_reason})"
             return f"{text}: {message}"[:256] if message else text
     ready = conds.get("Ready")
     if ready is not None and ready.get("status") != "True":

@@ -41,10 +41,10 @@ class NodeClassRef(BaseModel):
 
 
 class KarpenterSettings(BaseSettings):
-    """Settings of the karpenter provisioner, from ``KAITO_KARPENTER__...`` environment variables
-    (e.g. ``KAITO_KARPENTER__NODE_CLASS__KIND=EC2NodeClass``); read when the plugin is built."""
+    """Settings of the karpenter provisioner, read from KAITO_KARPENTER__* environment variables when
+    the plugin is built (e.g. KAITO_KARPENTER__NODE_CLASS__KIND=EC2NodeClass)."""
 
-    model_config = SettingsConfigDict(env_prefix="KAITO_KARPENTER__", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KAITO_KARPENTER__", env_nested_delimiter="__", extra="ignore", use_attribute_docstrings=True)
 
     node_class: NodeClassRef = NodeClassRef()
     """The NodeClass the NodePools point at."""

@@ -68,12 +68,12 @@ class NodeFacts:
         status = node.get("status") or {}
         ready_cond = condition(node, "Ready")
         ready = bool(ready_cond and ready_cond.get("status") == "True")
-        reason = ""
+        why_not_ready = ""
         if not ready:
             if ready_cond is None:
-                reason = "has no Ready condition yet"
+                why_not_ready = "has no Ready condition yet"
             else:
-                reason = f"Ready={ready_cond.get('status')} ({ready_cond.get('reason', '')}: {ready_cond.get('message', '')})"
+                why_not_ready = f"Ready={ready_cond.get('status')} ({ready_cond.get('reason', '')}: {ready_cond.get('message', '')})"
         capacity = status.get("capacity") or {}
         labels = meta.get("labels") or {}
         return cls(
@@ -82,7 +82,7 @@ class NodeFacts:
             gpus=_quantity_positive(capacity.get(GPU_RESOURCE, "0")),
             instance_type=(meta.get("labels") or {}).get(INSTANCE_TYPE_LABEL),
             unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
-            not_ready_reason=reason,
+            not_ready_reason=why_not_ready,
             gpu_product=str(labels.get(GFD_PRODUCT, "")),
             gpu_count=_int(labels.get(GFD_COUNT)),
             gpu_memory_mib=_int(labels.get(GFD_MEMORY)),
