@@ -14,7 +14,7 @@ from kaito_core.operator.manifests import cpu_memory_mib
 from kaito_core.plugins import Registry
 from kaito_core.serving import THREADS_ENV, WEIGHTS_DIR
 
-EXAMPLE = "localcluster/examples/kaito_workspace_gemma_3_270m_cpu.yaml"
+EXAMPLE = "examples/inference/kaito_workspace_gemma_3_270m_cpu.yaml"
 
 
 def cpu_objects(cpus: int = 2) -> list[dict[str, Any]]:
@@ -27,7 +27,7 @@ def test_cpu_pod_gets_guaranteed_whole_cpus_and_the_weights_from_its_image() -> 
     objects = cpu_objects(cpus=2)
     pod = objects[0]["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["image"] == "127.0.0.1:5001/kaito/gemma-3-270m:local"
+    assert container["image"] == "10.88.0.1:5001/kaito/gemma-3-270m:local"
     limits = container["resources"]["limits"]
     assert container["resources"]["requests"] == limits and limits["cpu"] == "2"
     assert {"name": THREADS_ENV, "value": "2"} in container["env"]

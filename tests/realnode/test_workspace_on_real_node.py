@@ -19,10 +19,10 @@ from kaito_images.cli import push_all
 from kaito_images.specs import ImageName
 from kaito_localcluster import LocalCluster
 from kaito_localcluster.kubeapi import wait_for
-from kaito_localcluster.registry import credentials
+from kaito_localcluster.registry import credentials, registry_address
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "localcluster" / "examples" / "kaito_workspace_gemma_3_270m_cpu.yaml"
+EXAMPLE = ROOT / "examples" / "inference" / "kaito_workspace_gemma_3_270m_cpu.yaml"
 NS = "default"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -118,7 +118,7 @@ def broken_workspace(name: str, image: str) -> str:
     return yaml.safe_dump(doc)
 
 
-MISSING_IMAGE = "127.0.0.1:5001/kaito/gemma-3-270m:no-such-tag"
+MISSING_IMAGE = f"{registry_address()}/kaito/gemma-3-270m:no-such-tag"
 
 
 @pytest.mark.parametrize(
