@@ -111,10 +111,18 @@ def pull_adapter(image: str, dest: Path, *, docker_config: Path | None = None, c
     client = _client(registry_of(image), verify, docker_config)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="adapter-", dir=dest.parent) as tmp:
+        outdir, scratch = Path(tmp) / "out", Path(tmp) / "scratch"
+        outdir.mkdir()
+        scratch.mkdir()
+        # The SDK downloads directory layers to tempfile's directory: keep that next to dest, since
+        # the operator runs the puller with a read-only root file system (no writable /tmp).
+        previous, tempfile.tempdir = tempfile.tempdir, str(scratch)
         try:
-            fetched = client.pull(target=image, config_path=str(docker_config) if docker_config else None, outdir=tmp)
+            fetched = client.pull(target=image, config_path=str(docker_config) if docker_config else None, outdir=str(outdir))
         except Exception as exc:  # the SDK raises ValueError / requests errors with the registry's answer
             raise AdapterPullError(f"cannot pull adapter {image}: {exc}") from exc
+        finally:
+            tempfile.tempdir = previous
         written: list[Path] = []
         for path in map(Path, fetched):
             if path.name.startswith("sha256:") and tarfile.is_tarfile(path):
