@@ -34,7 +34,7 @@ def adapter_ref(real_node_cluster: LocalCluster, tmp_path_factory: pytest.TempPa
     from kaito_servers.testing import build_random_gguf_lora
 
     out = tmp_path_factory.mktemp("gguf-lora") / "adapter.gguf"
-    build_random_gguf_lora(Path(assemble()), out, seed=8)
+    build_random_gguf_lora(Path(assemble()), out)
     ref = f"{real_node_cluster.registry_address}/kaito/adapters/gemma-3-270m-random-lora:1"
     push_artifact(real_node_cluster, ref, [out])
     return ref
