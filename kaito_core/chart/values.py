@@ -53,6 +53,17 @@ CHART_MANAGED: dict[tuple[str, str], Managed] = {
         '"false"', "the chart creates the ValidatingWebhookConfiguration (with a Service reference) itself"
     ),
     ("metrics", "host"): Managed('"0.0.0.0"', "the pod listens on every address"),
+    ("plugins", "prefix"): Managed(
+        '"/opt/kaito/plugins"', "the emptyDir the install-plugins init container fills and the operator reads"
+    ),
+    ("plugins", "ca_bundle"): Managed(
+        '{{ if .Values.plugins.caConfigMap }}"/etc/kaito/plugins-ca/ca.crt"{{ else }}""{{ end }}',
+        "the ca.crt of plugins.caConfigMap, mounted by the chart",
+    ),
+    ("plugins", "oci_auth_file"): Managed(
+        '{{ if .Values.plugins.ociPullSecret }}"/etc/kaito/plugins-oci/config.json"{{ else }}""{{ end }}',
+        "the Docker config of plugins.ociPullSecret, mounted by the chart",
+    ),
 }
 
 #: Settings defaults that differ in the chart: (section, field) -> (default, why).
@@ -74,8 +85,24 @@ class WebhookChartExtras(ChartSection):
     helm upgrade and replaced by the first upgrade less than 60 days before they expire."""
 
 
+class PluginChartExtras(ChartSection):
+    """Chart-only fields of the ``plugins`` section."""
+
+    ca_config_map: str = ""
+    """ConfigMap (release namespace, key ca.crt) with the CA that signs the package index, the
+    find-links server or the OCI registry of the plugins; empty: the image's system store."""
+    oci_pull_secret: str = ""
+    """kubernetes.io/dockerconfigjson Secret (release namespace) with credentials for plugins.ociArtifacts."""
+    install_resources: dict[str, Any] = Field(
+        default_factory=lambda: {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+    )
+    """Resources of the install-plugins init container (pip resolving and unpacking wheels)."""
+    size_limit: str = "512Mi"
+    """Size limit of the emptyDir the plugin packages are installed into."""
+
+
 #: Chart-only fields added to a settings section: section -> model whose fields are appended.
-CHART_EXTRAS: dict[str, type[ChartSection]] = {"webhook": WebhookChartExtras}
+CHART_EXTRAS: dict[str, type[ChartSection]] = {"webhook": WebhookChartExtras, "plugins": PluginChartExtras}
 
 
 class GlobalValues(ChartSection):

@@ -1,17 +1,24 @@
 """The running operator: :func:`run` configures kopf from our settings and starts it with the
-handlers of :mod:`kaito_core.operator.wiring` and the context of :mod:`kaito_core.operator.context`."""
+handlers of :mod:`kaito_core.operator.wiring` and the context of :mod:`kaito_core.operator.context`.
+
+Before anything else it puts the plugin packages the chart's init container installed on the
+path and checks the expected ones (:mod:`kaito_core.operator.plugin_packages`): when one is
+missing or broken the operator does not reconcile, and ``/readyz`` answers 503 naming the package,
+so the pod is not Ready and ``kubectl describe`` shows why."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import kopf
 
 from kaito_core.api.labels import FINALIZER
 from kaito_core.operator.certs import ensure_certificates
+from kaito_core.operator import plugin_packages
 from kaito_core.operator.context import OperatorContext
-from kaito_core.operator.metrics import MetricsServer
+from kaito_core.operator.metrics import MetricsServer, OperatorMetrics, Readiness
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.operator.wiring import make_registry
 from kaito_core.plugins import Registry
@@ -44,6 +51,36 @@ def configure_kopf(settings: OperatorSettings, kopf_settings: kopf.OperatorSetti
             kopf_settings.admission.managed = settings.webhook.configuration_name
 
 
+def webhook_readiness(settings: OperatorSettings) -> Readiness:
+    """Ready once the admission webhook accepts connections (the webhook Service sends admission
+    requests only to ready pods); always ready without the webhook."""
+
+    def ready() -> tuple[bool, str]:
+        if not settings.webhook.enabled:
+            return True, "ok"
+        host = "127.0.0.1" if settings.webhook.listen_addr in ("0.0.0.0", "") else settings.webhook.listen_addr
+        try:
+            with socket.create_connection((host, settings.webhook.port), timeout=1.0):
+                return True, "ok"
+        except OSError as exc:
+            return False, f"the admission webhook does not accept connections on {host}:{settings.webhook.port} yet ({exc})"
+
+    return ready
+
+
+async def wait_not_ready(settings: OperatorSettings, problems: list[plugin_packages.PackageProblem], stop_flag: asyncio.Event | None) -> None:
+    """Serve ``/metrics`` and a failing ``/readyz`` naming each problem until stopped; reconcile nothing."""
+    message = "not ready: " + "; ".join(str(p) for p in problems)
+    for problem in problems:
+        log.error("%s", problem)
+    server = OperatorMetrics().serve(settings.metrics.host, settings.metrics.port, lambda: (False, message)) if settings.metrics.port else None
+    try:
+        await (stop_flag or asyncio.Event()).wait()
+    finally:
+        if server is not None:
+            server.stop()
+
+
 async def run(
     settings: OperatorSettings,
     *,
@@ -52,14 +89,24 @@ async def run(
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
 ) -> None:
-    """Run the operator until ``stop_flag`` is set (or a signal arrives)."""
+    """Run the operator until ``stop_flag`` is set (or a signal arrives).
+
+    With ``plugins.packages`` set and one of them unusable, nothing is reconciled: ``/readyz``
+    names the package until the pod is replaced (:func:`wait_not_ready`)."""
+    added = plugin_packages.activate(settings.plugins.prefix)
+    if added:
+        log.info("plugin packages from %s", ", ".join(map(str, added)))
+    problems = plugin_packages.check(settings.plugins.packages)
+    if problems:
+        await wait_not_ready(settings, problems, stop_flag)
+        return
     ctx = OperatorContext.create(settings, registry=registry, kubeconfig=kubeconfig)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(settings, kopf_settings)
     namespaces = settings.scope.namespaces
     server: MetricsServer | None = None
     if settings.metrics.port:
-        server = ctx.metrics.serve(settings.metrics.host, settings.metrics.port)
+        server = ctx.metrics.serve(settings.metrics.host, settings.metrics.port, webhook_readiness(settings))
         log.info("serving metrics on http://%s:%d/metrics", settings.metrics.host, server.port)
     try:
         await kopf.operator(

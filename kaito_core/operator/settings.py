@@ -153,6 +153,38 @@ class PresetSourceSettings(_Section):
     """Hugging Face endpoint URL (a mirror, e.g. https://hf-mirror.example.com); None: huggingface.co."""
 
 
+class PluginSettings(_Section):
+    """values.yaml ``plugins``: plugin packages (presets, backends, provisioners) installed into the
+    operator's environment when its pod starts, so a ``pip install``-able plugin reaches the
+    in-cluster operator without a custom image. ``kaito install-plugins`` (the chart's init
+    container) installs them; the operator is Ready only when each one is installed and loads."""
+
+    packages: list[str] = Field(default_factory=list)
+    """Requirement strings as pip takes them, e.g. kaito-smollm2==0.1.0. The operator checks
+    at start that each named distribution is installed, satisfies the version and that its kaito
+    entry point loads; otherwise its /readyz names the package and it does not reconcile."""
+    index_url: str = ""
+    """Package index (pip --index-url), e.g. a mirror https://pypi.example.com/simple; empty: pip's default (PyPI)."""
+    extra_index_urls: list[str] = Field(default_factory=list)
+    """More package indexes (pip --extra-index-url)."""
+    find_links: list[str] = Field(default_factory=list)
+    """URLs or directories of wheels (pip --find-links), e.g. an HTTP directory listing."""
+    no_index: bool = False
+    """Use only find_links and the OCI artifacts, never an index (pip --no-index): air-gapped clusters."""
+    trusted_hosts: list[str] = Field(default_factory=list)
+    """Hosts pip may reach over plain HTTP (pip --trusted-host), e.g. an in-cluster wheel server."""
+    ca_bundle: str = ""
+    """PEM file pip and the OCI pull verify the index and registry with (pip --cert); empty: the system store."""
+    oci_artifacts: list[str] = Field(default_factory=list)
+    """OCI artifacts holding plugin wheels (oras push <ref> *.whl), e.g.
+    registry.example.com/kaito/plugins:0.1.0; pulled before pip runs and used as find-links."""
+    oci_auth_file: str = ""
+    """Docker config JSON with credentials for the OCI artifacts' registry; empty: anonymous."""
+    prefix: str = ""
+    """Directory the packages are installed into (pip --prefix); the operator puts its
+    site-packages on its path at start. Empty: nothing is added (packages installed normally)."""
+
+
 class OperatorSettings(BaseSettings):
     """All operator settings."""
 
@@ -168,6 +200,7 @@ class OperatorSettings(BaseSettings):
     cpu_inference: CpuInferenceSettings = Field(default_factory=CpuInferenceSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     presets: PresetSourceSettings = Field(default_factory=PresetSourceSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
 
     @classmethod
     def load(cls, **overrides: object) -> OperatorSettings:

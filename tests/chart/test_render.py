@@ -51,6 +51,7 @@ BAD_VALUES = [
     ("timeout-over-30", {"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
     ("aks-without-identity", {"nodeProvisioner": {"name": "azure-agentpool"}}, "set azure.workloadIdentity.clientId"),
     ("metrics-off", {"metrics": {"port": 0}}, "metrics.port=0 disables /metrics"),
+    ("plugin-index-without-packages", {"plugins": {"indexUrl": "https://pypi.example.com/simple"}}, "plugins.packages is empty"),
     # The operator cannot run without its webhook yet (kopf refuses admission handlers without a
     # server); when it can, drop this check in _helpers.tpl: the templates already handle it.
     ("webhook-off", {"webhook": {"enabled": False}}, "webhook.enabled=false is not supported yet"),
@@ -117,7 +118,8 @@ def test_the_operator_pod_is_locked_down_and_probed(renders: dict[str, str]) -> 
     assert set(container["resources"]) == {"requests", "limits"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"} and ports["metrics"] == 8080
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"} and ports["webhook"] == 9443
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"} and ports["webhook"] == 9443
+    assert "initContainers" not in pod  # no plugins.packages, no install step
     assert pod["serviceAccountName"] == find(documents(renders["gpu-provisioner"]), "ServiceAccount")["metadata"]["name"]
 
 
@@ -236,3 +238,33 @@ def test_the_registry_value_replaces_only_the_registry_part(helm: Path, tmp_path
     env = operator_env(documents(template(helm, values, tmp_path)))
     assert env["KAITO_IMAGES__ADAPTER_PULLER"] == moved
     assert env["KAITO_IMAGES__REGISTRY"] == "mirror.example.com/kaito"  # no double slash before the name
+
+
+def test_plugins_are_installed_by_an_init_container_into_what_the_operator_reads(
+    renders: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = find(documents(renders["plugins"]), "Deployment")["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    operator = pod["containers"][0]
+    assert init["image"] == operator["image"] and init["command"] == ["kaito", "install-plugins"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True and init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    assert {k: v for k, v in init_env.items() if k.startswith("KAITO_")} == operator_env(documents(renders["plugins"]))
+    mounts = {m["name"]: m for m in init["volumeMounts"]}
+    theirs = {m["name"]: m for m in operator["volumeMounts"]}
+    assert mounts["plugins"]["readOnly"] is False and theirs["plugins"]["readOnly"] is True
+    assert mounts["plugins"]["mountPath"] == theirs["plugins"]["mountPath"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["plugins"] and volumes["plugins-ca"]["configMap"]["name"] == "pypi-ca"
+    assert volumes["plugins-oci"]["secret"]["secretName"] == "plugins-pull"
+    # The settings the init step and the operator read point into those mounts.
+    for name in [n for n in os.environ if n.startswith("KAITO_")]:
+        monkeypatch.delenv(name)
+    for name, value in init_env.items():
+        monkeypatch.setenv(name, value)
+    plugins = OperatorSettings().plugins
+    assert plugins.packages == ["kaito-smollm2==0.1.0"] and plugins.index_url == "https://pypi.example.com/simple"
+    assert plugins.oci_artifacts == ["registry.example.com/kaito/plugins:0.1.0"]
+    assert plugins.prefix == mounts["plugins"]["mountPath"]
+    assert Path(plugins.ca_bundle).parent == Path(mounts["plugins-ca"]["mountPath"])
+    assert Path(plugins.oci_auth_file).parent == Path(mounts["plugins-oci"]["mountPath"])
