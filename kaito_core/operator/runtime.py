@@ -4,7 +4,7 @@ handlers of :mod:`kaito_core.operator.wiring` and the context of :mod:`kaito_cor
 Before anything else it puts the plugin packages the chart's init container installed on the
 path and checks the expected ones (:mod:`kaito_core.operator.plugin_packages`): when one is
 missing or broken the operator does not reconcile, and ``/readyz`` answers 503 naming the package,
-so the pod is not Ready and ``kubectl describe`` shows why."""
+so the pod is not Ready; the log and the ``/readyz`` body say why."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import socket
 import kopf
 
 from kaito_core.api.labels import FINALIZER
-from kaito_core.operator.certs import ensure_certificates
 from kaito_core.operator import plugin_packages
+from kaito_core.operator.certs import ensure_certificates
 from kaito_core.operator.context import OperatorContext
 from kaito_core.operator.metrics import MetricsServer, OperatorMetrics, Readiness
 from kaito_core.operator.settings import OperatorSettings

@@ -193,7 +193,7 @@ def test_a_missing_plugin_keeps_the_operator_not_ready_naming_it() -> None:
     assert answers["metrics"][0] == 200  # liveness keeps passing: the pod is Running, not Ready
 
 
-def test_an_installed_example_plugin_passes_the_check() -> None:
+def test_an_installed_plugin_passes_the_check() -> None:
     # The repository's own plugins are installed editable here: one of them stands for "present".
     assert importlib.metadata.distribution("kaito-phi3")
     assert check(["kaito-phi3>=0.1"]) == []
