@@ -17,6 +17,7 @@ from harness import ROOT, Process, Stack, dump, load_manifest, wait_webhook_read
 from test_workspace_lifecycle import EXAMPLES, nodeclaims, nodes, wait_gone, wait_ready
 
 from kaito_localcluster.kubeapi import wait_for
+from kaito_provisioners.nodepool import nodepool_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 PHI3 = ROOT / "examples/inference/kaito_workspace_phi_3.yaml"
@@ -92,7 +93,7 @@ def test_the_karpenter_example_from_apply_to_delete(stack: Stack, karpenter: Pro
     stack.kubectl("apply", "-n", ns, "-f", str(KARPENTER_EXAMPLE))
     wait_ready(stack, ns, name)
     [pool] = pools(stack, ns, name)
-    assert pool["metadata"]["name"] == f"kaito-{ns}-{name}" and pool["spec"]["replicas"] == 1
+    assert pool["metadata"]["name"] == nodepool_name(name, ns) and pool["spec"]["replicas"] == 1
     assert pool["spec"]["disruption"]["budgets"] == [{"nodes": "0"}]
     [claim] = nodeclaims(stack, ns, name)
     assert claim["metadata"]["labels"]["karpenter.sh/nodepool"] == pool["metadata"]["name"]
