@@ -30,6 +30,8 @@ CASES: dict[str, dict[str, Any]] = {
     "private-registry": {"global": {"imageRegistry": "registry.example.com/mirror", "imagePullSecrets": ["mirror-pull"]}},
     "offline-presets": {"presets": {"hub": False, "hfCacheDir": "/var/cache/huggingface/hub"}},
     "hub-tokens": {"presets": {"readModelAccessSecrets": True}},
+    "two-replicas": {"operator": {"replicas": 2}},
+    "no-leader-election": {"leaderElection": {"enabled": False}},
 }
 
 # Lines whose values are generated afresh by every render (the webhook certificate).

@@ -39,6 +39,11 @@ app.kubernetes.io/part-of: kaito
 {{- printf "%s-webhook-cert" (include "kaito.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Lease whose holder reconciles (leaderElection); the Role allows get/update on it only. */}}
+{{- define "kaito.leaseName" -}}
+{{- printf "%s-leader" (include "kaito.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{/* The host the API server and the certificate use for the webhook: <service>.<namespace>.svc */}}
 {{- define "kaito.webhookHost" -}}
 {{- printf "%s.%s.svc" (include "kaito.webhookServiceName" .) .Release.Namespace }}
@@ -80,6 +85,9 @@ left as it is. Call with (dict "ref" "<image>" "root" $).
 {{- end }}
 {{- if and .Values.webhook.enabled (not .Values.webhook.port) }}
 {{- fail "webhook.enabled=true needs webhook.port (the HTTPS port of the webhook server, e.g. 9443)" }}
+{{- end }}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "operator.replicas=%d needs leaderElection.enabled=true: without a leader every replica would reconcile the same Workspaces (and create duplicate NodeClaims)" (int .Values.operator.replicas)) }}
 {{- end }}
 {{- if not .Values.metrics.port }}
 {{- fail "metrics.port=0 disables /metrics, which the operator's liveness probe reads: set metrics.port (default 8080)" }}

@@ -71,4 +71,16 @@ The operator's KAITO_* environment, one variable per settings field.
 - name: KAITO_PRESETS__HF_ENDPOINT
   value: {{ .Values.presets.hfEndpoint | quote }}
 {{- end }}
+- name: KAITO_LEADER_ELECTION__ENABLED
+  value: {{ .Values.leaderElection.enabled | toString | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_NAME
+  value: {{ include "kaito.leaseName" . | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_DURATION_S
+  value: {{ .Values.leaderElection.leaseDurationS | int64 | toString | quote }}
+- name: KAITO_LEADER_ELECTION__RENEW_DEADLINE_S
+  value: {{ .Values.leaderElection.renewDeadlineS | int64 | toString | quote }}
+- name: KAITO_LEADER_ELECTION__RETRY_PERIOD_S
+  value: {{ .Values.leaderElection.retryPeriodS | int64 | toString | quote }}
 {{- end }}
