@@ -200,7 +200,10 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(
 ) -> None:
     api, ns = local_cluster.api, kube_namespace
     env = {"KUBECONFIG": str(local_cluster.kubeconfig)}
-    run_helm(helm, "install", RELEASE, str(CHART), "--namespace", ns, values={**VALUES, "nodeProvisioner": {"name": provisioner}}, tmp=tmp_path, env=env)
+    # Scoped to this namespace (other tests' Workspaces are not its business): the chart then also
+    # grants the namespace list/watch kopf needs to follow the scope.
+    values = {**VALUES, "nodeProvisioner": {"name": provisioner}, "scope": {"namespaces": [ns]}}
+    run_helm(helm, "install", RELEASE, str(CHART), "--namespace", ns, values=values, tmp=tmp_path, env=env)
     operator = None
     log = tmp_path / "operator.log"
     try:
@@ -216,8 +219,9 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(
         chart_env.update({
             "KAITO_WEBHOOK__LISTEN_ADDR": "127.0.0.1", "KAITO_WEBHOOK__PORT": str(_free_port()),
             "KAITO_WEBHOOK__CERT_DIR": str(certs), "KAITO_METRICS__HOST": "127.0.0.1",
-            "KAITO_METRICS__PORT": str(_free_port()), "KAITO_SCOPE__NAMESPACES": json.dumps([ns]),
+            "KAITO_METRICS__PORT": str(_free_port()),
         })
+        assert json.loads(chart_env["KAITO_SCOPE__NAMESPACES"]) == [ns]
         before = {p.name: p.read_bytes() for p in certs.iterdir()}
         kubeconfig = _token_kubeconfig(local_cluster, ns, FULLNAME, tmp_path / "operator.kubeconfig")
         proc_env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("KAITO_")} | chart_env

@@ -11,7 +11,7 @@ from chartkit import CASES, ROOT
 from rbacreview import ReviewRow, chart_rules, review_rows, unjustified_unused_rules
 
 #: Value combinations beyond the golden cases that change the RBAC.
-EXTRA = [{"leaderElection": {"enabled": False}}, {"operator": {"replicas": 2}}]
+EXTRA = [{"leaderElection": {"enabled": False}}, {"operator": {"replicas": 2}}, {"scope": {"namespaces": ["team-*"]}}]
 
 
 def test_the_review_list_names_exactly_the_granted_verbs(helm: Path, tmp_path: Path) -> None:
