@@ -64,11 +64,18 @@ CHART_MANAGED: dict[tuple[str, str], Managed] = {
         '{{ if .Values.plugins.ociPullSecret }}"/etc/kaito/plugins-oci/config.json"{{ else }}""{{ end }}',
         "the Docker config of plugins.ociPullSecret, mounted by the chart",
     ),
+    ("leader_election", "lease_name"): Managed(
+        '{{ include "kaito.leaseName" . | quote }}', "the Lease <release>-leader, the only one the chart's Role lets the operator update"
+    ),
+    ("leader_election", "lease_namespace"): Managed("{{ .Release.Namespace | quote }}", "the release namespace"),
 }
 
 #: Settings defaults that differ in the chart: (section, field) -> (default, why).
 CHART_DEFAULTS: dict[tuple[str, str], tuple[object, str]] = {
     ("metrics", "port"): (8080, "the liveness probe and Prometheus scrape /metrics in the pod"),
+    ("leader_election", "enabled"): (
+        True, "two replicas are safe, and a rolling update hands over without two pods reconciling at once"
+    ),
 }
 
 
@@ -121,8 +128,8 @@ class ImageValues(ChartSection):
 
     registry: str = "ghcr.io/kaito-py"
     """Registry of the image (global.imageRegistry replaces it)."""
-    repository: str = "kaito-operator"
-    """Image name under the registry."""
+    repository: str = "kaito/operator"
+    """Image name under the registry (the image images/ builds: `python -m kaito_images build kaito/operator`)."""
     tag: str = "0.1.0"
     """Image tag."""
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -152,9 +159,9 @@ class OperatorValues(ChartSection):
 
     image: ImageValues = Field(default_factory=ImageValues)
     """The operator image (kaito-core with the first-party presets and provisioners, no torch)."""
-    replicas: int = Field(1, ge=1, le=1)
-    """Operator pods. Exactly 1: the operator has no leader election yet, so a second replica
-    would reconcile the same Workspaces twice."""
+    replicas: int = Field(1, ge=1, le=5)
+    """Operator pods. One of them (the holder of the Lease, see leaderElection) reconciles; every
+    one serves the admission webhook. More than 1 needs leaderElection.enabled=true."""
     resources: Resources = Field(default_factory=Resources)
     """Container resources."""
     log_format: Literal["json", "text"] = "json"
@@ -222,8 +229,9 @@ class PodDisruptionBudgetValues(ChartSection):
     enabled: bool = True
     """Create it."""
     max_unavailable: int = Field(1, ge=1)
-    """Operator pods a voluntary disruption (node drain) may take at once. With one replica a
-    drain is never blocked; the admission webhook is briefly unavailable while the pod moves."""
+    """Operator pods a voluntary disruption (node drain) may take at once. With 2 replicas one
+    always stays to answer the admission webhook and take over the lease; with one a drain is never
+    blocked and the webhook is briefly unavailable while the pod moves."""
 
 
 #: The chart-only top-level sections, in values.yaml order before the settings sections.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kaito_core.provisioners import AzureSettings
@@ -183,6 +183,37 @@ class PluginSettings(_Section):
     prefix: str = ""
     """Directory the packages are installed into (pip --prefix); the operator puts its
     site-packages on its path at start. Empty: nothing is added (packages installed normally)."""
+class LeaderElectionSettings(_Section):
+    """Only one operator replica reconciles: the holder of a Lease (coordination.k8s.io)."""
+
+    enabled: bool = False
+    """Reconcile only while holding the lease; the other replicas serve the admission webhook and
+    wait. Needed for more than one replica (the Helm chart turns it on)."""
+    lease_name: str = "kaito-operator"
+    """Name of the Lease."""
+    lease_namespace: str = ""
+    """Namespace of the Lease; empty: the pod's own namespace (``default`` outside a pod)."""
+    lease_duration_s: int = Field(15, ge=2)
+    """How long followers wait after the leader's last renewal before taking over (a leader
+    that stops cleanly gives the lease back at once)."""
+    renew_deadline_s: int = Field(10, ge=2)
+    """How long the leader keeps retrying a failed renewal before it stops reconciling and exits."""
+    retry_period_s: int = Field(2, ge=1)
+    """How often candidates try to acquire and the leader renews."""
+
+    @model_validator(mode="after")
+    def _timings(self) -> LeaderElectionSettings:
+        if self.lease_duration_s <= self.renew_deadline_s:
+            raise ValueError(
+                f"leaseDurationS ({self.lease_duration_s}) must be greater than renewDeadlineS ({self.renew_deadline_s}): "
+                "a leader that cannot renew must stop before a follower may take over"
+            )
+        if self.renew_deadline_s <= 1.2 * self.retry_period_s:
+            raise ValueError(
+                f"renewDeadlineS ({self.renew_deadline_s}) must be greater than 1.2 x retryPeriodS ({self.retry_period_s}): "
+                "the leader needs more than one renewal attempt per deadline"
+            )
+        return self
 
 
 class OperatorSettings(BaseSettings):
@@ -201,6 +232,7 @@ class OperatorSettings(BaseSettings):
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     presets: PresetSourceSettings = Field(default_factory=PresetSourceSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
 
     @classmethod
     def load(cls, **overrides: object) -> OperatorSettings:

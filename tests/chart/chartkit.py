@@ -36,6 +36,8 @@ CASES: dict[str, dict[str, Any]] = {
             "ociArtifacts": ["registry.example.com/kaito/plugins:0.1.0"], "ociPullSecret": "plugins-pull",
         },
     },
+    "two-replicas": {"operator": {"replicas": 2}},
+    "no-leader-election": {"leaderElection": {"enabled": False}},
 }
 
 # Lines whose values are generated afresh by every render (the webhook certificate).

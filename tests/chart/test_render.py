@@ -46,7 +46,9 @@ BAD_VALUES = [
     ("unknown-key", {"nodeProvisioner": {"nmae": "byo"}}, "additional properties 'nmae' not allowed"),
     ("unknown-section", {"webhooks": {"port": 1}}, "additional properties 'webhooks' not allowed"),
     ("wrong-type", {"webhook": {"port": "https"}}, "/webhook/port"),
-    ("two-replicas", {"operator": {"replicas": 2}}, "/operator/replicas"),
+    ("two-replicas-without-election", {"operator": {"replicas": 2}, "leaderElection": {"enabled": False}},
+     "operator.replicas=2 needs leaderElection.enabled=true"),
+    ("six-replicas", {"operator": {"replicas": 6}}, "/operator/replicas"),
     ("bad-pull-policy", {"operator": {"image": {"pullPolicy": "Sometimes"}}}, "/operator/image/pullPolicy"),
     ("timeout-over-30", {"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
     ("aks-without-identity", {"nodeProvisioner": {"name": "azure-agentpool"}}, "set azure.workloadIdentity.clientId"),
@@ -100,6 +102,40 @@ def test_rbac_matches_the_set_the_e2e_suite_proves(renders: dict[str, str]) -> N
         assert not {"secrets", "validatingwebhookconfigurations"} & set(rule["resources"]), rule
 
 
+def test_leader_election_gets_its_lease_and_nothing_more(renders: dict[str, str]) -> None:
+    """On (the default): a Role in the release namespace for the one Lease the operator is told
+    to use, a rolling update (a follower serves the webhook before the old pod goes); off: no
+    Role, and the old pod stops before the new one starts."""
+    docs = documents(renders["gpu-provisioner"])
+    role = find(docs, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    env = operator_env(docs)
+    assert env["KAITO_LEADER_ELECTION__ENABLED"] == "true"
+    assert env["KAITO_LEADER_ELECTION__LEASE_NAMESPACE"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [env["KAITO_LEADER_ELECTION__LEASE_NAME"]],
+         "verbs": ["get", "update"]},
+    ]
+    binding = find(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == find(docs, "ServiceAccount")["metadata"]["name"]
+    assert not any("leases" in r["resources"] for r in _rules(docs))
+    assert find(docs, "Deployment")["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+    off = documents(renders["no-leader-election"])
+    assert not [d for d in off if d["kind"] in ("Role", "RoleBinding")]
+    assert find(off, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert operator_env(off)["KAITO_LEADER_ELECTION__ENABLED"] == "false"
+
+    two = documents(renders["two-replicas"])
+    deployment = find(two, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert find(two, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
 def test_secrets_are_read_only_when_opted_in(renders: dict[str, str]) -> None:
     """presets.readModelAccessSecrets (off by default) adds exactly get on Secrets: the operator
     reads a Workspace's modelAccessSecret by name to generate a gated model's preset from the hub."""
@@ -148,7 +184,7 @@ def test_the_operator_environment_loads_as_the_values_say(renders: dict[str, str
 def test_one_value_moves_every_image_to_the_private_registry(renders: dict[str, str]) -> None:
     docs = documents(renders["private-registry"])
     pod = find(docs, "Deployment")["spec"]["template"]["spec"]
-    assert pod["containers"][0]["image"] == "registry.example.com/mirror/kaito-operator:0.1.0"
+    assert pod["containers"][0]["image"] == "registry.example.com/mirror/kaito/operator:0.1.0"
     assert pod["imagePullSecrets"] == [{"name": "mirror-pull"}]
     env = operator_env(docs)
     assert env["KAITO_IMAGES__REGISTRY"] == "registry.example.com/mirror"  # inference (and tuning) images

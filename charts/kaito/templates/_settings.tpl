@@ -91,4 +91,16 @@ The operator's KAITO_* environment, one variable per settings field.
   value: {{ if .Values.plugins.ociPullSecret }}"/etc/kaito/plugins-oci/config.json"{{ else }}""{{ end }}
 - name: KAITO_PLUGINS__PREFIX
   value: "/opt/kaito/plugins"
+- name: KAITO_LEADER_ELECTION__ENABLED
+  value: {{ .Values.leaderElection.enabled | toString | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_NAME
+  value: {{ include "kaito.leaseName" . | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_DURATION_S
+  value: {{ .Values.leaderElection.leaseDurationS | int64 | toString | quote }}
+- name: KAITO_LEADER_ELECTION__RENEW_DEADLINE_S
+  value: {{ .Values.leaderElection.renewDeadlineS | int64 | toString | quote }}
+- name: KAITO_LEADER_ELECTION__RETRY_PERIOD_S
+  value: {{ .Values.leaderElection.retryPeriodS | int64 | toString | quote }}
 {{- end }}

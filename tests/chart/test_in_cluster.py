@@ -1,0 +1,262 @@
+"""`helm install` for real: the chart with the operator image built by images/, on the local
+cluster with its real node (one cluster start for the whole module, in this order):
+
+1. two operator replicas Running from the built image as the chart's ServiceAccount (non-root,
+   read-only root filesystem, probes), one of them holding the Lease;
+2. the admission webhook (a pod behind the webhook Service) refuses an invalid Workspace at
+   `kubectl apply`;
+3. the user's phi-3 example reaches WORKSPACEREADY True on a kwok GPU node (the gpu-provisioner
+   test stand-in runs on the host);
+4. killing the leader's pod hands reconciliation to the other replica within 30 s, with no
+   duplicate NodeClaim at any moment;
+5. `helm upgrade` with a changed value rolls the operator and keeps the Workspace (same object,
+   same NodeClaim, still ready);
+6. with nodeProvisioner.name=byo (another upgrade), the CPU Gemma example answers /chat through
+   its ClusterIP on the real node;
+7. every RBAC rule of the chart was used by the operator in this flow (the API server's audit
+   log) or is justified in docs/rbac.md, and no request was forbidden;
+8. `helm uninstall` leaves no cluster-scoped object behind but the CRDs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chartkit import ROOT
+from incluster import FULLNAME, NAMESPACE, InCluster
+from kaito_localcluster.kubeapi import wait_for
+from kaito_localcluster.registry import credentials
+from rbacreview import audited_permissions, chart_rules, forbidden_requests, unjustified_unused_rules
+
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+import harness  # noqa: E402  (tests/e2e: the gpu-provisioner stand-in)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+PHI3 = ROOT / "examples" / "inference" / "kaito_workspace_phi_3.yaml"
+GEMMA = ROOT / "localcluster" / "examples" / "kaito_workspace_gemma_3_270m_cpu.yaml"
+WORKSPACE_NS = "default"
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+@pytest.fixture(scope="module")
+def stack(in_cluster: InCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The gpu-provisioner stand-in on the host, and the chart installed with two replicas."""
+    cluster = in_cluster.cluster
+    work = tmp_path_factory.mktemp("in-cluster-stack")
+    before = cluster_scoped_names(in_cluster)
+    fake = harness.fake_gpu_provisioner(cluster.kubeconfig, work / "fake-gpu-provisioner.log")
+    fake.start()
+    try:
+        started = time.monotonic()
+        in_cluster.install({"operator": {"replicas": 2}})
+        yield {"fake": fake, "cluster_scoped_before": before, "install_s": time.monotonic() - started}
+    finally:
+        fake.stop()
+
+
+def cluster_scoped_names(state: InCluster) -> dict[str, set[str]]:
+    """Names of the cluster-scoped objects a chart could create, by kind."""
+    paths = {
+        "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        "ValidatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        "MutatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+        "CustomResourceDefinition": "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "PriorityClass": "/apis/scheduling.k8s.io/v1/priorityclasses",
+        "Namespace": "/api/v1/namespaces",
+    }
+    return {kind: {o["metadata"]["name"] for o in state.cluster.api.get(path)["items"]} for kind, path in paths.items()}
+
+
+def conditions(state: InCluster, name: str) -> dict[str, dict[str, Any]]:
+    ws = state.cluster.api.get(f"/apis/kaito.sh/v1beta1/namespaces/{WORKSPACE_NS}/workspaces/{name}")
+    return {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
+
+
+def nodeclaims(state: InCluster, workspace: str) -> list[str]:
+    items = state.cluster.api.get("/apis/karpenter.sh/v1/nodeclaims", labelSelector=f"kaito.sh/workspace={workspace}")["items"]
+    return sorted(i["metadata"]["name"] for i in items)
+
+
+def wait_ready(state: InCluster, name: str, timeout: float) -> None:
+    def ready() -> bool:
+        return conditions(state, name).get("WorkspaceSucceeded", {}).get("status") == "True"
+
+    wait_for(ready, timeout=timeout, interval=1, what=f"workspace {name} WORKSPACEREADY True",
+             on_timeout=lambda: str(conditions(state, name)) + state.diagnostics())
+
+
+def apply(state: InCluster, manifest: str, *, retry_s: float = 0) -> None:
+    """kubectl apply (retried while the webhook has no answering endpoint, e.g. right after a pod died)."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        proc = state.cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", "-", input=manifest, check=False)
+        if proc.returncode == 0:
+            return
+        if time.monotonic() > deadline or "failed calling webhook" not in proc.stderr:
+            raise AssertionError(proc.stderr)
+        time.sleep(0.5)
+
+
+def test_operator_pods_run_the_built_image_as_the_charts_service_account(in_cluster: InCluster, stack: dict[str, Any]) -> None:
+    pods = in_cluster.operator_pods()
+    assert len(pods) == 2
+    image = f"{in_cluster.values['global']['imageRegistry']}/kaito/operator:{in_cluster.operator_tag}"
+    for pod in pods:
+        spec, status = pod["spec"], pod["status"]
+        assert status["phase"] == "Running" and spec["nodeName"] == "localhost"
+        assert spec["serviceAccountName"] == FULLNAME
+        container = spec["containers"][0]
+        assert container["image"] == image
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert container["livenessProbe"] and container["readinessProbe"]
+        assert all(c["ready"] for c in status["containerStatuses"]), status
+        name = pod["metadata"]["name"]
+        # Really uid 1000 on a read-only root filesystem.
+        assert in_cluster.cluster.kubectl("exec", name, "-n", NAMESPACE, "--", "id", "-u").stdout.strip() == "1000"
+        denied = in_cluster.cluster.kubectl("exec", name, "-n", NAMESPACE, "--", "touch", "/opt/kaito/x", check=False)
+        assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    holder = in_cluster.lease_holder()
+    assert holder in {p["metadata"]["name"] for p in pods}, in_cluster.diagnostics()
+    print(f"helm install --wait with 2 replicas: {stack['install_s']:.1f}s")
+
+
+def test_the_webhook_refuses_an_invalid_workspace_at_apply(in_cluster: InCluster, stack: dict[str, Any]) -> None:
+    bad = yaml.safe_load(PHI3.read_text())
+    bad["metadata"]["name"] = "workspace-invalid"
+    bad["resource"]["instanceType"] = "Standard_NC6s_v3_typo"
+    proc = in_cluster.cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert proc.returncode != 0
+    assert 'admission webhook "validate-workspace.validation.workspace.kaito.sh" denied the request' in proc.stderr, proc.stderr
+    assert "resource.instanceType" in proc.stderr, proc.stderr
+    assert not in_cluster.cluster.api.exists(f"/apis/kaito.sh/v1beta1/namespaces/{WORKSPACE_NS}/workspaces/workspace-invalid")
+
+
+def test_the_phi3_example_becomes_ready_on_a_kwok_gpu_node(in_cluster: InCluster, stack: dict[str, Any]) -> None:
+    name = yaml.safe_load(PHI3.read_text())["metadata"]["name"]
+    in_cluster.cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", str(PHI3))
+    wait_ready(in_cluster, name, timeout=180)
+    out = in_cluster.cluster.kubectl("get", "workspace", name, "-n", WORKSPACE_NS).stdout.splitlines()
+    header, row = out[0].split(), out[1].split()
+    assert row[header.index("WORKSPACEREADY")] == "True", out
+    assert len(nodeclaims(in_cluster, name)) == 1
+
+
+def test_killing_the_leader_hands_over_within_30s_without_duplicate_nodeclaims(in_cluster: InCluster, stack: dict[str, Any]) -> None:
+    phi3 = yaml.safe_load(PHI3.read_text())
+    claims_before = nodeclaims(in_cluster, phi3["metadata"]["name"])
+    leader = in_cluster.lease_holder()
+    assert leader is not None
+    follower_pod = next(p for p in in_cluster.operator_pods() if p["metadata"]["name"] != leader)
+    follower, follower_ip = follower_pod["metadata"]["name"], follower_pod["status"]["podIP"]
+
+    killed, killed_at = time.monotonic(), dt.datetime.now(dt.timezone.utc)
+    in_cluster.cluster.kubectl("delete", "pod", leader, "-n", NAMESPACE, "--grace-period=0", "--force", "--wait=false")
+    # Reconciliation must move: a Workspace created now gets its NodeClaim only from the new leader.
+    second = dict(phi3, metadata={"name": "workspace-phi-3-failover"})
+    apply(in_cluster, yaml.safe_dump(second), retry_s=20)
+    seen: dict[str, int] = {}
+
+    def handed_over() -> bool:
+        for ws in (phi3["metadata"]["name"], "workspace-phi-3-failover"):
+            seen[ws] = max(seen.get(ws, 0), len(nodeclaims(in_cluster, ws)))
+        return bool(nodeclaims(in_cluster, "workspace-phi-3-failover"))
+
+    wait_for(handed_over, timeout=45, interval=0.25, what="the new leader creating the failover workspace's NodeClaim",
+             on_timeout=in_cluster.diagnostics)
+    elapsed = time.monotonic() - killed
+    assert in_cluster.lease_holder() == follower
+    assert elapsed < 30, f"reconciliation moved to {follower} only {elapsed:.1f}s after the leader was killed"
+    wait_ready(in_cluster, "workspace-phi-3-failover", timeout=120)
+    # No duplicate at any moment, and the first Workspace kept its NodeClaim.
+    for _ in range(8):
+        for ws in seen:
+            seen[ws] = max(seen[ws], len(nodeclaims(in_cluster, ws)))
+        time.sleep(0.5)
+    assert seen == {phi3["metadata"]["name"]: 1, "workspace-phi-3-failover": 1}
+    assert nodeclaims(in_cluster, phi3["metadata"]["name"]) == claims_before
+    # Until it led, the follower wrote nothing but its Lease attempts (the audit log's source IPs,
+    # which do name the pods: its Lease reads are there).
+    events = in_cluster.audit_events()
+    assert any(follower_ip in e.get("sourceIPs", []) and e.get("objectRef", {}).get("resource") == "leases" for e in events)
+    early = [f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name', '')}" for e in events
+             if follower_ip in e.get("sourceIPs", []) and e["verb"] in WRITES and e.get("objectRef", {}).get("resource") != "leases"
+             and dt.datetime.fromisoformat(e["requestReceivedTimestamp"]) < killed_at]
+    assert early == [], f"the follower {follower} wrote before it led"
+    print(f"leader {leader} killed; {follower} reconciled a new Workspace to its NodeClaim after {elapsed:.1f}s")
+    in_cluster.wait_rollout()  # the Deployment's replacement pod joins as a follower
+
+
+def test_helm_upgrade_rolls_the_operator_and_keeps_the_workspace(in_cluster: InCluster, stack: dict[str, Any]) -> None:
+    name = yaml.safe_load(PHI3.read_text())["metadata"]["name"]
+    path = f"/apis/kaito.sh/v1beta1/namespaces/{WORKSPACE_NS}/workspaces/{name}"
+    uid = in_cluster.cluster.api.get(path)["metadata"]["uid"]
+    claims = nodeclaims(in_cluster, name)
+    pods_before = {p["metadata"]["name"] for p in in_cluster.operator_pods()}
+    in_cluster.upgrade({"concurrency": {"workers": 3}})
+    pods_after = in_cluster.operator_pods()
+    assert pods_before.isdisjoint(p["metadata"]["name"] for p in pods_after), "the operator was not rolled"
+    for pod in pods_after:
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["KAITO_CONCURRENCY__WORKERS"] == "3"
+    wait_for(lambda: in_cluster.lease_holder() in {p["metadata"]["name"] for p in pods_after}, timeout=30,
+             what="a new pod holding the lease", on_timeout=in_cluster.diagnostics)
+    assert in_cluster.cluster.api.get(path)["metadata"]["uid"] == uid
+    wait_ready(in_cluster, name, timeout=60)
+    assert nodeclaims(in_cluster, name) == claims
+
+
+def test_the_cpu_gemma_example_answers_chat_through_its_cluster_ip(in_cluster: InCluster, stack: dict[str, Any]) -> None:
+    cluster = in_cluster.cluster
+    for ws in ("workspace-phi-3-mini", "workspace-phi-3-failover"):
+        cluster.kubectl("delete", "workspace", ws, "-n", WORKSPACE_NS, "--wait=true", timeout=120)
+    assert cluster.api.get("/apis/karpenter.sh/v1/nodeclaims")["items"] == []
+    # The Gemma example runs on your own node (the real one): bring-your-own nodes.
+    in_cluster.upgrade({"nodeProvisioner": {"name": "byo"}})
+    if not cluster.api.exists(f"/api/v1/namespaces/{WORKSPACE_NS}/secrets/kaito-local-registry"):
+        cluster.api.create(f"/api/v1/namespaces/{WORKSPACE_NS}/secrets", credentials().pull_secret(WORKSPACE_NS))
+    name = yaml.safe_load(GEMMA.read_text())["metadata"]["name"]
+    cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", str(GEMMA))
+    try:
+        wait_ready(in_cluster, name, timeout=300)
+        ip = cluster.api.get(f"/api/v1/namespaces/{WORKSPACE_NS}/services/{name}")["spec"]["clusterIP"]
+        body = {"prompt": "Kubernetes is", "return_full_text": False, "generate_kwargs": {"max_new_tokens": 8, "do_sample": False}}
+        req = urllib.request.Request(f"http://{ip}/chat", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        with _NO_PROXY.open(req, timeout=120) as resp:
+            assert json.loads(resp.read())["Result"].strip()
+    finally:
+        cluster.kubectl("delete", "workspace", name, "-n", WORKSPACE_NS, "--wait=true", timeout=120, check=False)
+
+
+def test_every_rbac_rule_was_used_or_is_justified_and_none_was_missing(in_cluster: InCluster, stack: dict[str, Any]) -> None:
+    events = in_cluster.audit_events()
+    assert events, "the audit log has no request of the operator's ServiceAccount"
+    assert forbidden_requests(events) == []
+    rules = chart_rules(in_cluster.helm, in_cluster.work, [in_cluster.values, {**in_cluster.values, "nodeProvisioner": {"name": "gpu-provisioner"}}])
+    assert unjustified_unused_rules(rules, audited_permissions(events)) == []
+
+
+def test_uninstall_leaves_no_cluster_scoped_object_but_the_crds(in_cluster: InCluster, stack: dict[str, Any]) -> None:
+    installed = cluster_scoped_names(in_cluster)
+    in_cluster.uninstall()
+    after = cluster_scoped_names(in_cluster)
+    before = stack["cluster_scoped_before"]
+    for kind in after:
+        expected = before[kind] | ({NAMESPACE} if kind == "Namespace" else set())
+        if kind == "CustomResourceDefinition":
+            expected = installed[kind]  # Helm keeps CRDs on uninstall
+            assert {"workspaces.kaito.sh", "nodeclaims.karpenter.sh"} <= after[kind]
+        assert after[kind] == expected, f"{kind}: left behind {sorted(after[kind] - expected)}"
