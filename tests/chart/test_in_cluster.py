@@ -11,6 +11,11 @@ cluster with its real node (one cluster start for the whole module, in this orde
    duplicate NodeClaim at any moment;
 5. `helm upgrade` with a changed value rolls the operator and keeps the Workspace (same object,
    same NodeClaim, still ready);
+5b. the example plugin (examples/preset-plugin) added through the chart's plugins values (its
+   wheel served from the node bridge): the install-plugins init container installs it, the
+   webhook admits a Workspace naming its preset (refused before) and it is reconciled to Ready;
+   a package that cannot be installed leaves the new pod not Ready with the package named in the
+   init container's termination message, while the old pods keep serving;
 6. with nodeProvisioner.name=byo (another upgrade), the CPU Gemma example answers /chat through
    its ClusterIP on the real node;
 7. every RBAC rule of the chart was used by the operator in this flow (the API server's audit
@@ -21,8 +26,11 @@ cluster with its real node (one cluster start for the whole module, in this orde
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import http.server
 import json
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -32,9 +40,10 @@ from typing import Any
 import pytest
 import yaml
 
-from chartkit import ROOT
-from incluster import FULLNAME, NAMESPACE, InCluster
+from chartkit import CHART, ROOT, run_helm
+from incluster import FULLNAME, NAMESPACE, RELEASE, InCluster, merged
 from kaito_localcluster.kubeapi import wait_for
+from kaito_localcluster.nodeconfig import BRIDGE_IP
 from kaito_localcluster.registry import credentials
 from rbacreview import audited_permissions, chart_rules, forbidden_requests, unjustified_unused_rules
 
@@ -217,6 +226,80 @@ def test_helm_upgrade_rolls_the_operator_and_keeps_the_workspace(in_cluster: InC
     assert in_cluster.cluster.api.get(path)["metadata"]["uid"] == uid
     wait_ready(in_cluster, name, timeout=60)
     assert nodeclaims(in_cluster, name) == claims
+
+
+PLUGIN_EXAMPLE = ROOT / "examples" / "preset-plugin" / "kaito_workspace_smollm2.yaml"
+NO_PLUGINS = {"plugins": {"packages": [], "findLinks": [], "noIndex": False, "trustedHosts": []}}
+
+
+@pytest.fixture(scope="module")
+def plugin_index(example_plugin_wheels: Path) -> Iterator[str]:
+    """The example plugin's wheel served as a find-links directory on the node bridge, where pods reach the host."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(example_plugin_wheels))
+    handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer((BRIDGE_IP, 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{BRIDGE_IP}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def init_status(pod: dict[str, Any]) -> dict[str, Any]:
+    """The install-plugins init container's status."""
+    return next(s for s in pod["status"].get("initContainerStatuses") or [] if s["name"] == "install-plugins")
+
+
+def test_a_plugin_added_through_the_chart_is_admitted_and_reconciled(in_cluster: InCluster, stack: dict[str, Any], plugin_index: str) -> None:
+    text = PLUGIN_EXAMPLE.read_text()
+    name = yaml.safe_load(text)["metadata"]["name"]
+    refused = in_cluster.cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", "-", input=text, check=False)
+    assert refused.returncode != 0 and "Unsupported inference preset name smollm2-135m-instruct" in refused.stderr, refused.stderr
+    started = time.monotonic()
+    in_cluster.upgrade({"plugins": {"packages": ["kaito-smollm2==0.1.0"], "findLinks": [plugin_index], "noIndex": True,
+                                    "trustedHosts": [BRIDGE_IP]}})
+    rolled_s = time.monotonic() - started
+    for pod in in_cluster.operator_pods():
+        done = init_status(pod)["state"]["terminated"]
+        assert done["exitCode"] == 0 and "installed kaito-smollm2==0.1.0 into /opt/kaito/plugins" in in_cluster.cluster.kubectl(
+            "logs", pod["metadata"]["name"], "-n", NAMESPACE, "-c", "install-plugins").stdout
+    apply(in_cluster, text, retry_s=30)
+    try:
+        wait_ready(in_cluster, name, timeout=180)
+        assert len(nodeclaims(in_cluster, name)) == 1
+    finally:
+        in_cluster.cluster.kubectl("delete", "workspace", name, "-n", WORKSPACE_NS, "--wait=true", timeout=120, check=False)
+    print(f"helm upgrade adding a plugin package (init container pip install, rolling 2 replicas): {rolled_s:.1f}s")
+
+
+def test_a_plugin_that_cannot_be_installed_leaves_the_new_pod_not_ready_naming_it(in_cluster: InCluster, stack: dict[str, Any],
+                                                                                  plugin_index: str) -> None:
+    before = {p["metadata"]["name"] for p in in_cluster.operator_pods()}
+    broken = merged(in_cluster.values, {"plugins": {"packages": ["kaito-smollm2==0.1.0", "kaito-no-such-plugin==9.9"]}})
+    run_helm(in_cluster.helm, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, values=broken, tmp=in_cluster.work, env=in_cluster.env)
+
+    def failed_new_pod() -> tuple[dict[str, Any], str] | None:
+        for pod in in_cluster.operator_pods():
+            if pod["metadata"]["name"] in before:
+                continue
+            status = init_status(pod) if pod["status"].get("initContainerStatuses") else {}
+            done = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
+            if done.get("exitCode"):
+                return pod, done.get("message", "")
+        return None
+
+    pod, message = wait_for(failed_new_pod, timeout=180, interval=1, what="the new pod's install-plugins failing",
+                            on_timeout=in_cluster.diagnostics)
+    assert "kaito install-plugins: plugin package(s) kaito-smollm2==0.1.0, kaito-no-such-plugin==9.9 could not be installed" in message
+    assert "kaito-no-such-plugin" in message.split("could not be installed", 1)[1], message
+    conditions_ = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert conditions_["Ready"] == "False" and conditions_["Initialized"] == "False"
+    # maxUnavailable 0: the old pods keep answering admission and reconciling.
+    still = {p["metadata"]["name"]: p for p in in_cluster.operator_pods() if p["metadata"]["name"] in before}
+    assert still and all(all(c["ready"] for c in p["status"]["containerStatuses"]) for p in still.values())
+    in_cluster.upgrade(NO_PLUGINS)  # back to no plugins (also drops the stuck ReplicaSet's pod)
+    assert all("initContainers" not in p["spec"] for p in in_cluster.operator_pods())
 
 
 def test_the_cpu_gemma_example_answers_chat_through_its_cluster_ip(in_cluster: InCluster, stack: dict[str, Any]) -> None:
