@@ -134,7 +134,7 @@ def test_upgrade_keeps_the_certificate_and_rolls_the_new_setting(release: dict[s
     assert hook["clientConfig"]["caBundle"] == before["ca.crt"]
     template = api.get(_path("Deployment", FULLNAME, ns))["spec"]["template"]
     assert template["metadata"]["annotations"]["checksum/webhook-cert"] == checksum
-    env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in template["spec"]["containers"][0]["env"]}
     assert env["KAITO_CONCURRENCY__WORKERS"] == "7"
 
 
@@ -208,7 +208,7 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(
     log = tmp_path / "operator.log"
     try:
         container = api.get(_path("Deployment", FULLNAME, ns))["spec"]["template"]["spec"]["containers"][0]
-        chart_env = {e["name"]: e["value"] for e in container["env"]}
+        chart_env = {e["name"]: e.get("value", "") for e in container["env"]}
         # On this machine: the webhook and metrics on free loopback ports (the API server would
         # reach the webhook through the Service, i.e. a pod), the certificate files of the
         # chart's Secret (as the pod mounts them), and only this test's namespace.
