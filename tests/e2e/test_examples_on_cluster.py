@@ -111,3 +111,11 @@ def test_an_expected_plugin_that_is_missing_keeps_the_operator_not_ready(stack: 
     finally:
         lone.stop()
     assert not stack.cluster.api.exists("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/kaito-missing-plugin-test")
+
+
+def test_kaito_plugins_asks_the_cluster_whether_the_crds_are_there(stack: Stack) -> None:
+    env = {**os.environ, "KUBECONFIG": str(stack.cluster.kubeconfig), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "kaito_core.cli", "plugins"], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "  gpu-provisioner needs:\n    CRD nodeclaims.karpenter.sh: present\n" in result.stdout
