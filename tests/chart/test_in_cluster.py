@@ -34,6 +34,7 @@ import yaml
 
 from chartkit import ROOT
 from incluster import FULLNAME, NAMESPACE, InCluster
+from kaito_images.specs import ImageName
 from kaito_localcluster.kubeapi import wait_for
 from kaito_localcluster.registry import credentials
 from rbacreview import audited_permissions, chart_rules, forbidden_requests, unjustified_unused_rules
@@ -228,6 +229,7 @@ def test_the_cpu_gemma_example_answers_chat_through_its_cluster_ip(in_cluster: I
     in_cluster.upgrade({"nodeProvisioner": {"name": "byo"}})
     if not cluster.api.exists(f"/api/v1/namespaces/{WORKSPACE_NS}/secrets/kaito-local-registry"):
         cluster.api.create(f"/api/v1/namespaces/{WORKSPACE_NS}/secrets", credentials().pull_secret(WORKSPACE_NS))
+    in_cluster.push(ImageName.GEMMA)  # the example names 127.0.0.1:5001/kaito/gemma-3-270m:local
     name = yaml.safe_load(GEMMA.read_text())["metadata"]["name"]
     cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", str(GEMMA))
     try:
