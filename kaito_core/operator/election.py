@@ -101,6 +101,9 @@ class LeaseElector:
     def start(self) -> None:
         """Start campaigning (a daemon thread running the library's ``LeaderElection.run``)."""
         self._loop = asyncio.get_running_loop()
+        # The library logs every renewal at INFO (every retry period); acquiring, losing and
+        # releasing are logged here instead.
+        logging.getLogger("leaderelection").setLevel(logging.WARNING)
         lock = _StoppableLeaseLock(self.ref.name, self.ref.namespace, self.ref.identity, self.api, self._stopped)
         config = electionconfig.Config(  # type: ignore[no-untyped-call]
             lock,

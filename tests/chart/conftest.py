@@ -20,7 +20,7 @@ def helm() -> Path:
 
 @pytest.fixture(scope="module")
 def in_cluster(helm: Path, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InCluster]:
-    """The real-node cluster with the project's images (operator, Gemma, curl) in its registry, the
+    """The real-node cluster with the operator image in its registry (``in_cluster.push(...)`` for more), the
     namespace kaito-system with the pull secret, and the API server auditing the operator's
     requests; the chart is not installed yet (``in_cluster.install(values...)``). Module scope:
     one real-node cluster start per test module (one per machine at a time)."""

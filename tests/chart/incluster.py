@@ -35,7 +35,6 @@ SERVICE_ACCOUNT = FULLNAME
 OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 LEASE = f"{FULLNAME}-leader"
 SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
-IMAGES = (ImageName.OPERATOR, ImageName.GEMMA, ImageName.CURL)
 
 #: Audit every request of the release namespace's service accounts (the operator's), metadata only.
 AUDIT_POLICY = {
@@ -83,6 +82,13 @@ class InCluster:
     def env(self) -> dict[str, str]:
         """Environment of helm (the cluster's admin kubeconfig)."""
         return {"KUBECONFIG": str(self.cluster.kubeconfig)}
+
+    def push(self, *names: ImageName) -> dict[str, str]:
+        """Build (cached) and push more of the project's images (``:local`` and content tags)."""
+        assert self.cluster.registry is not None
+        refs = push_all(self.cluster.registry, names)
+        self.images.update(refs)
+        return refs
 
     def helm_run(self, *args: str, values: dict[str, Any] | None = None, timeout: str = "300s") -> str:
         """``helm <args> --namespace kaito-system [--wait]`` with ``values``."""
@@ -161,8 +167,8 @@ def _write_audit_policy(work: Path) -> tuple[Path, Path]:
 
 @contextmanager
 def start_in_cluster(helm: Path, work: Path, say: Callable[[str], None]) -> Iterator[InCluster]:
-    """The real-node cluster (API server auditing the operator), the images pushed, the
-    namespace with the registry pull secret; the release uninstalled and the cluster stopped after."""
+    """The real-node cluster (API server auditing the operator), the operator image pushed (more
+    with :meth:`InCluster.push`), the namespace with the registry pull secret; the release uninstalled and the cluster stopped after."""
     policy, audit_log = _write_audit_policy(work)
     binaries = ensure_binaries(progress=say)
     tools = ensure_node_tools(progress=say)
@@ -178,8 +184,8 @@ def start_in_cluster(helm: Path, work: Path, say: Callable[[str], None]) -> Iter
     say(f"cluster with a real node ready in {cluster.start_seconds:.1f}s")
     try:
         assert cluster.registry is not None
-        images = push_all(cluster.registry, IMAGES)
-        say(f"images pushed in {time.monotonic() - started:.0f}s since start: {images}")
+        images = push_all(cluster.registry, (ImageName.OPERATOR,))
+        say(f"operator image pushed, {time.monotonic() - started:.0f}s after the cluster start began: {images}")
         api = cluster.api
         api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         api.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", credentials().pull_secret(NAMESPACE))

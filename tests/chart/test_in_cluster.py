@@ -42,6 +42,7 @@ import yaml
 
 from chartkit import CHART, ROOT, run_helm
 from incluster import FULLNAME, NAMESPACE, RELEASE, InCluster, merged
+from kaito_images.specs import ImageName
 from kaito_localcluster.kubeapi import wait_for
 from kaito_localcluster.nodeconfig import BRIDGE_IP
 from kaito_localcluster.registry import credentials
@@ -146,11 +147,13 @@ def test_operator_pods_run_the_built_image_as_the_charts_service_account(in_clus
 def test_the_webhook_refuses_an_invalid_workspace_at_apply(in_cluster: InCluster, stack: dict[str, Any]) -> None:
     bad = yaml.safe_load(PHI3.read_text())
     bad["metadata"]["name"] = "workspace-invalid"
-    bad["resource"]["instanceType"] = "Standard_NC6s_v3_typo"
+    bad["inference"]["preset"]["name"] = "phi-3-mini-4k-instrct"
     proc = in_cluster.cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", "-", input=yaml.safe_dump(bad), check=False)
+    if proc.returncode == 0:
+        in_cluster.cluster.kubectl("delete", "workspace", "workspace-invalid", "-n", WORKSPACE_NS, "--wait=true", timeout=120)
     assert proc.returncode != 0
     assert 'admission webhook "validate-workspace.validation.workspace.kaito.sh" denied the request' in proc.stderr, proc.stderr
-    assert "resource.instanceType" in proc.stderr, proc.stderr
+    assert "inference.preset.name" in proc.stderr and "phi-3-mini-4k-instruct" in proc.stderr, proc.stderr
     assert not in_cluster.cluster.api.exists(f"/apis/kaito.sh/v1beta1/namespaces/{WORKSPACE_NS}/workspaces/workspace-invalid")
 
 
@@ -311,6 +314,7 @@ def test_the_cpu_gemma_example_answers_chat_through_its_cluster_ip(in_cluster: I
     in_cluster.upgrade({"nodeProvisioner": {"name": "byo"}})
     if not cluster.api.exists(f"/api/v1/namespaces/{WORKSPACE_NS}/secrets/kaito-local-registry"):
         cluster.api.create(f"/api/v1/namespaces/{WORKSPACE_NS}/secrets", credentials().pull_secret(WORKSPACE_NS))
+    in_cluster.push(ImageName.GEMMA)  # the example names 127.0.0.1:5001/kaito/gemma-3-270m:local
     name = yaml.safe_load(GEMMA.read_text())["metadata"]["name"]
     cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", str(GEMMA))
     try:
@@ -327,9 +331,11 @@ def test_the_cpu_gemma_example_answers_chat_through_its_cluster_ip(in_cluster: I
 def test_every_rbac_rule_was_used_or_is_justified_and_none_was_missing(in_cluster: InCluster, stack: dict[str, Any]) -> None:
     events = in_cluster.audit_events()
     assert events, "the audit log has no request of the operator's ServiceAccount"
-    assert forbidden_requests(events) == []
+    assert forbidden_requests(events) == [], "a rule is missing from the chart"
     rules = chart_rules(in_cluster.helm, in_cluster.work, [in_cluster.values, {**in_cluster.values, "nodeProvisioner": {"name": "gpu-provisioner"}}])
-    assert unjustified_unused_rules(rules, audited_permissions(events)) == []
+    used = audited_permissions(events)
+    problems = unjustified_unused_rules(rules, used)
+    assert problems == [], "\n".join(problems) + f"\nused: {sorted(used)}"
 
 
 def test_uninstall_leaves_no_cluster_scoped_object_but_the_crds(in_cluster: InCluster, stack: dict[str, Any]) -> None:

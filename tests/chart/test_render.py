@@ -136,6 +136,17 @@ def test_leader_election_gets_its_lease_and_nothing_more(renders: dict[str, str]
     assert find(two, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
+def test_the_webhook_asks_for_the_version_kopf_serves(renders: dict[str, str]) -> None:
+    """kopf answers admission reviews only for the CRD's preferred version (404 otherwise, seen on
+    the real cluster with apiVersions ["*"] and a v1alpha1 example): the rule names that version
+    and matchPolicy Equivalent converts v1alpha1 requests to it."""
+    from kaito_core.api.workspace import STORAGE_VERSION
+
+    hook = find(documents(renders["gpu-provisioner"]), "ValidatingWebhookConfiguration")["webhooks"][0]
+    assert hook["matchPolicy"] == "Equivalent"
+    assert hook["rules"][0]["apiVersions"] == [STORAGE_VERSION]
+
+
 def test_secrets_are_read_only_when_opted_in(renders: dict[str, str]) -> None:
     """presets.readModelAccessSecrets (off by default) adds exactly get on Secrets: the operator
     reads a Workspace's modelAccessSecret by name to generate a gated model's preset from the hub."""
