@@ -59,15 +59,41 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+MARKS = {True: "present", False: "MISSING", None: "not checked"}
+"""How `kaito plugins` shows a provisioner need's status."""
+
+
+def _crd_lookup() -> tuple[Any, str]:
+    """A CRD lookup on the current cluster (in-cluster, $KUBECONFIG or ~/.kube/config), or None
+    and why there is none. Probed once, so an unreachable cluster costs one short timeout."""
+    try:
+        from kaito_core.operator.kube import Kube, make_api_client
+
+        api = make_api_client()
+        api.configuration.retries = 0
+        probe = api.call_api(*api.param_serialize(method="GET", resource_path="/version", auth_settings=["BearerToken"]), _request_timeout=3)
+        if probe.status != 200:
+            return None, f"the cluster answered /version with HTTP {probe.status}"
+        kube = Kube(api)
+    except Exception as exc:  # no kubeconfig, unreachable, unauthorised: the needs stay unknown
+        return None, f"no cluster to ask ({type(exc).__name__}); set KUBECONFIG"
+    return kube.crd_installed, ""
+
+
 @app.command()
-def plugins() -> None:
+def plugins(
+    cluster: Annotated[bool, typer.Option("--cluster/--no-cluster", help="Ask the current cluster (KUBECONFIG) whether the provisioners' CRDs are installed")] = True,
+) -> None:
     """List the presets, inference backends and node provisioners the installed plugins provide.
 
     Each item names the Python distribution that supplies it (e.g. kaito-phi3). Installing a
     plugin package (pip install kaito-phi3) is the only step needed to add its items. Node
-    provisioners also list what they need in the cluster (CRDs, credentials); the operator
+    provisioners also list what they need and whether it is there: CRDs are asked of the current
+    cluster, settings are read as the operator reads them (KAITO_* environment); the operator
     refuses to start when the chosen one's needs are missing.
     """
+    from kaito_core.operator.settings import OperatorSettings
+
     registry = _registry()
     sections = (
         ("Presets", "preset", registry.presets()),
@@ -75,20 +101,24 @@ def plugins() -> None:
         ("Node provisioners", "provisioner", registry.provisioners()),
         ("Preset generators (org/model ids)", "generator", registry.preset_generators()),
     )
+    crd_installed, no_cluster = _crd_lookup() if cluster else (None, "not asked (--no-cluster)")
+    settings = OperatorSettings()
     for title, kind, items in sections:
         typer.echo(f"{title}:")
         if not items:
             typer.echo("  (none installed)")
-        rows = []
-        for name, item in items.items():
-            source = registry.source(kind, name)
-            row = [name, source.distribution, getattr(item, "description", "")]
-            if kind == "provisioner":
-                row.insert(2, ", ".join(item.needs()) or "-")
-            rows.append(row)
+        rows = [[name, registry.source(kind, name).distribution, getattr(item, "description", "")] for name, item in items.items()]
         if rows:
-            headers = ["NAME", "DISTRIBUTION", "NEEDS", "DESCRIPTION"] if kind == "provisioner" else ["NAME", "DISTRIBUTION", "DESCRIPTION"]
-            typer.echo("\n".join("  " + line for line in _table(headers, rows).splitlines()))
+            typer.echo("\n".join("  " + line for line in _table(["NAME", "DISTRIBUTION", "DESCRIPTION"], rows).splitlines()))
+        if kind == "provisioner":
+            for name, item in items.items():
+                needs = item.need_status(crd_installed=crd_installed, azure=settings.node_provisioner.azure)
+                typer.echo(f"  {name} needs" + (":" if needs else " nothing"))
+                for need in needs:
+                    detail = need.detail
+                    if need.present is None and crd_installed is None and need.need.startswith("CRD "):
+                        detail = no_cluster
+                    typer.echo(f"    {need.need}: {MARKS[need.present]}" + (f" ({detail})" if detail else ""))
         typer.echo("")
 
 
@@ -342,6 +372,39 @@ def chart(
         return
     for rel in write_files(root):
         typer.echo(f"wrote {rel}", err=True)
+
+
+@app.command("install-plugins")
+def install_plugins() -> None:
+    """Install the plugin packages of the operator's settings (plugins.packages, KAITO_PLUGINS__*)
+    into plugins.prefix: the Helm chart's init container runs this in the operator image.
+
+    Pulls plugins.ociArtifacts (wheels pushed with oras) first and adds them as find-links, then
+    runs pip install --prefix, which reuses the packages already in the image (kaito-core is never
+    reinstalled). On failure the message names the packages and pip's answer; it is also the init
+    container's termination message (kubectl describe pod).
+    """
+    from kaito_core.operator.plugin_packages import PluginInstallError, install
+    from kaito_core.operator.settings import OperatorSettings
+
+    settings = OperatorSettings.load().plugins
+    try:
+        installed = install(settings)
+    except PluginInstallError as exc:
+        message = f"kaito install-plugins: {exc}"
+        typer.echo(message, err=True)
+        _termination_message(message)
+        raise typer.Exit(1) from None
+    typer.echo(f"installed {', '.join(installed)} into {settings.prefix}" if installed else "no plugin packages to install")
+
+
+def _termination_message(message: str, path: Path = Path("/dev/termination-log")) -> None:
+    """Kubernetes shows this file as the container's termination message (when it exists)."""
+    try:
+        if path.exists():
+            path.write_text(message[-4000:], encoding="utf-8")
+    except OSError:
+        pass
 
 
 from kaito_core.operator.cli import operator as _operator  # noqa: E402  (the operator's own module)

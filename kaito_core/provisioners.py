@@ -144,6 +144,17 @@ class ProvisionerCapabilities(FrozenModel):
     """Whether the provisioner reads NodeClaims (the operator then caches them from a watch)."""
 
 
+class NeedStatus(FrozenModel):
+    """One of a provisioner's needs and whether it is there, for `kaito plugins`."""
+
+    need: str
+    """What it needs, as :meth:`NodeProvisioner.needs` says it (e.g. ``CRD nodepools.karpenter.sh``)."""
+    present: bool | None
+    """True: installed or configured; False: missing; None: cannot be checked here (e.g. no cluster)."""
+    detail: str = ""
+    """Why it is missing or unknown, and what to do."""
+
+
 class ApiConflict(KaitoError):
     """An object of that name already exists (HTTP 409)."""
 
@@ -254,6 +265,26 @@ class NodeProvisioner(abc.ABC):
 
         A provisioner with credentials adds them here (override, calling ``super().needs()``)."""
         return [f"CRD {crd}" for crd in self.capabilities.required_crds]
+
+    def need_status(
+        self, *, crd_installed: Callable[[str], bool] | None = None, azure: AzureSettings | None = None, **_: Any
+    ) -> list[NeedStatus]:
+        """Each of :meth:`needs` with whether it is there, for `kaito plugins` (keyword-only and
+        additive, like :meth:`configure`). CRDs are asked of ``crd_installed`` (None: no cluster to
+        ask); other needs are reported as not checked unless a provisioner overrides this."""
+        crd_needs = {f"CRD {crd}": crd for crd in self.capabilities.required_crds}
+        found = []
+        for need in self.needs():
+            crd = crd_needs.get(need)
+            if crd is None:
+                found.append(NeedStatus(need=need, present=None, detail="not checked by this provisioner"))
+            elif crd_installed is None:
+                found.append(NeedStatus(need=need, present=None, detail="no cluster to ask (set KUBECONFIG)"))
+            else:
+                present = crd_installed(crd)
+                hint = f": {self.install_hint}" if self.install_hint else ""
+                found.append(NeedStatus(need=need, present=present, detail="" if present else f"the cluster does not serve it{hint}"))
+        return found
 
     def missing_prerequisites(self, crd_installed: Callable[[str], bool]) -> list[str]:
         """What is missing for it to work, each an actionable sentence; empty when all is there.

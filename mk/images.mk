@@ -7,7 +7,7 @@ PYTEST_PATHS += images/tests
 
 .PHONY: images images-cached images-push
 
-images: venv node-deps servers-llamacpp ## Rebuild the images (kaito/servers, kaito/gemma-3-270m, kaito/curl)
+images: venv node-deps servers-llamacpp ## Rebuild the images (kaito/servers, kaito/gemma-3-270m, kaito/curl, kaito/operator)
 	nice -n 10 $(PY) -m kaito_images build --force
 
 images-cached: venv node-deps servers-llamacpp

@@ -20,16 +20,25 @@ from kaito_core.plugins import Registry
 from tests.fakes import BackendsPlugin
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
-#: The examples for node auto-provisioning with kaito-phi3's presets (the :func:`registry` below);
-#: the CPU Gemma example is for bring-your-own nodes with kaito-gemma3 (tests/test_validation.py).
-PHI3_EXAMPLES = [p for p in EXAMPLES if "_phi_3" in p.name]
+USER_EXAMPLES = sorted(
+    ROOT / "examples" / rel
+    for rel in (
+        "inference/kaito_workspace_phi_3.yaml",
+        "inference/kaito_workspace_phi_3_with_adapters.yaml",
+        "fine-tuning/kaito_workspace_tuning_phi_3.yaml",
+    )
+)
+"""The user's three examples, exactly as the Phi-3 cookbook wrote them (Workspaces for the
+default gpu-provisioner and kaito-phi3). tests/test_examples.py covers every other example."""
+EXAMPLES = USER_EXAMPLES
+#: The examples for node auto-provisioning with kaito-phi3's presets (tests/test_validation.py).
+PHI3_EXAMPLES = USER_EXAMPLES
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def load_example(name: str) -> dict[str, Any]:
     """An example Workspace by file name (e.g. kaito_workspace_phi_3.yaml) as a dict."""
-    path = next(p for p in EXAMPLES if p.name == name)
+    path = next(p for p in sorted((ROOT / "examples").rglob("*.yaml")) if p.name == name)
     data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict)
     return data
@@ -77,6 +86,25 @@ def testplugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def testplugin_dup_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding kaito-testplugin-dup, which re-registers tiny-test-model."""
     return _install("plugin_dup_pkg", tmp_path_factory.mktemp("testplugin-dup") / "site")
+
+
+EXAMPLE_PLUGIN = ROOT / "examples" / "preset-plugin"
+"""The out-of-tree model-family plugin template (distribution kaito-smollm2)."""
+
+
+@pytest.fixture(scope="session")
+def example_plugin_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the wheel of examples/preset-plugin (a find-links directory), built from
+    a copy so the source tree stays clean."""
+    work = tmp_path_factory.mktemp("example-plugin")
+    source = work / "src"
+    shutil.copytree(EXAMPLE_PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    wheels = work / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), str(source)],
+        check=True, capture_output=True, text=True, timeout=120,
+    )
+    return wheels
 
 
 def run_kaito(*args: str, pythonpath: Sequence[Path] = (), hide: Sequence[str] = (), cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

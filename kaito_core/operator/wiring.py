@@ -54,12 +54,7 @@ def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.O
     owner_labels = {LABEL_WORKSPACE: kopf.PRESENT, LABEL_WORKSPACE_NAMESPACE: kopf.PRESENT}
     workspace_label = {LABEL_WORKSPACE: kopf.PRESENT}
 
-    @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """The same credentials as the reconciler's client: in-cluster, else $KUBECONFIG."""
-        return kopf.login_via_client(**kwargs)
-
-    # -- workspaces ---------------------------------------------------------------------------
+    _add_login(registry)
 
     # -- watch caches (kopf lists these before any other handler runs) ----------------------------
 
@@ -176,16 +171,33 @@ def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.O
         key = (ns, labels[LABEL_WORKSPACE])
         _ctx(memo).pokes.poke_if_changed(("Job", ns, body["metadata"]["name"]), key, fingerprint.job(body), deleted=type == "DELETED")
 
-    # -- admission --------------------------------------------------------------------------------
+    _add_admission(registry)
+    return registry
 
+
+def make_admission_registry() -> kopf.OperatorRegistry:
+    """A kopf registry that only serves the admission webhook: what a replica that is not the
+    leader runs (it watches no Workspace and writes nothing; see :mod:`kaito_core.operator.election`)."""
+    registry = kopf.OperatorRegistry()
+    _add_login(registry)
+    _add_admission(registry)
+    return registry
+
+
+def _add_login(registry: kopf.OperatorRegistry) -> None:
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """The same credentials as the reconciler's client: in-cluster, else $KUBECONFIG."""
+        return kopf.login_via_client(**kwargs)
+
+
+def _add_admission(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.validate(GROUP, PLURAL, id="validate-workspace", operations=["CREATE", "UPDATE"], registry=registry)
     def validate_workspace(
         *, body: kopf.Body, memo: Any, old: kopf.Body | None = None, operation: str | None = None, **_: Any
     ) -> None:
         """Refuse invalid Workspaces at kubectl-apply time with every field-named problem."""
         admit(_ctx(memo), body, old, operation)
-
-    return registry
 
 
 def admit(ctx: OperatorContext, body: Mapping[str, Any], old: Mapping[str, Any] | None, operation: str | None) -> None:

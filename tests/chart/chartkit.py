@@ -35,6 +35,14 @@ CASES: dict[str, dict[str, Any]] = {
     "private-registry": {"global": {"imageRegistry": "registry.example.com/mirror", "imagePullSecrets": ["mirror-pull"]}},
     "offline-presets": {"presets": {"hub": False, "hfCacheDir": "/var/cache/huggingface/hub"}},
     "hub-tokens": {"presets": {"readModelAccessSecrets": True}},
+    "plugins": {
+        "plugins": {
+            "packages": ["kaito-smollm2==0.1.0"], "indexUrl": "https://pypi.example.com/simple", "caConfigMap": "pypi-ca",
+            "ociArtifacts": ["registry.example.com/kaito/plugins:0.1.0"], "ociPullSecret": "plugins-pull",
+        },
+    },
+    "two-replicas": {"operator": {"replicas": 2}},
+    "no-leader-election": {"leaderElection": {"enabled": False}},
 }
 
 # Lines whose values are generated afresh by every render (the webhook certificate).

@@ -1,7 +1,7 @@
 """`helm install` / `upgrade` / `uninstall` of the chart into the local control plane.
 
-The operator image is not built here, so this checks what holds without the operator pod
-running: every object is created, the ServiceAccount can do exactly what the ClusterRole says
+Without the real node (tests/chart/test_in_cluster.py runs the operator image in the cluster),
+this checks what holds without the operator pod running: every object is created, the ServiceAccount can do exactly what the ClusterRole says
 (asked of the API server's authorizer), the webhook configuration points at the Service with the
 CA of the certificate Secret, an upgrade keeps that certificate, and an uninstall leaves no
 cluster-scoped object behind but the CRDs. And the operator itself, run on this machine with a
@@ -59,6 +59,8 @@ def _path(kind: str, name: str, namespace: str) -> str:
         "Deployment": f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
         "PodDisruptionBudget": f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}",
         "ClusterRole": f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}",
+        "Role": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}",
+        "RoleBinding": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}",
         "ClusterRoleBinding": f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}",
         "ValidatingWebhookConfiguration": f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}",
     }[kind]
@@ -67,9 +69,10 @@ def _path(kind: str, name: str, namespace: str) -> str:
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"}
 
 
-def _allowed(api: Any, user: str, verb: str, group: str, resource: str) -> bool:
+def _allowed(api: Any, user: str, verb: str, group: str, resource: str, namespace: str = "", name: str = "") -> bool:
     resource, _, sub = resource.partition("/")
-    attrs = {"verb": verb, "group": group, "resource": resource, **({"subresource": sub} if sub else {})}
+    attrs = {"verb": verb, "group": group, "resource": resource, **({"subresource": sub} if sub else {}),
+             **({"namespace": namespace} if namespace else {}), **({"name": name} if name else {})}
     review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"user": user, "resourceAttributes": attrs}}
     return bool(api.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)["status"].get("allowed"))
 
@@ -77,7 +80,8 @@ def _allowed(api: Any, user: str, verb: str, group: str, resource: str) -> bool:
 def test_install_creates_every_object_and_binds_exactly_the_rules(release: dict[str, Any], local_cluster: Any) -> None:
     api, ns, docs = local_cluster.api, release["namespace"], release["docs"]
     kinds = sorted({d["kind"] for d in docs})
-    assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount", "ValidatingWebhookConfiguration"])
+    assert kinds == sorted(["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
+                            "Secret", "Service", "ServiceAccount", "ValidatingWebhookConfiguration"])
     for doc in docs:
         assert api.exists(_path(doc["kind"], doc["metadata"]["name"], ns)), f"{doc['kind']} {doc['metadata']['name']} was not created"
     for crd in ("workspaces.kaito.sh", "nodeclaims.karpenter.sh"):
@@ -90,6 +94,11 @@ def test_install_creates_every_object_and_binds_exactly_the_rules(release: dict[
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
                     assert _allowed(api, user, verb, group, resource), f"{user} cannot {verb} {group}/{resource}"
+    # The leader-election Role: create Leases in the release namespace, read and renew only the release's.
+    assert _allowed(api, user, "create", "coordination.k8s.io", "leases", ns)
+    assert _allowed(api, user, "update", "coordination.k8s.io", "leases", ns, f"{FULLNAME}-leader")
+    assert not _allowed(api, user, "update", "coordination.k8s.io", "leases", ns, "someone-elses")
+    assert not _allowed(api, user, "create", "coordination.k8s.io", "leases", "kube-system")
     for verb, group, resource in [
         ("get", "", "secrets"), ("create", "karpenter.sh", "nodepools"), ("delete", "kaito.sh", "workspaces"),
         ("patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations"), ("create", "", "pods"),
@@ -125,7 +134,7 @@ def test_upgrade_keeps_the_certificate_and_rolls_the_new_setting(release: dict[s
     assert hook["clientConfig"]["caBundle"] == before["ca.crt"]
     template = api.get(_path("Deployment", FULLNAME, ns))["spec"]["template"]
     assert template["metadata"]["annotations"]["checksum/webhook-cert"] == checksum
-    env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in template["spec"]["containers"][0]["env"]}
     assert env["KAITO_CONCURRENCY__WORKERS"] == "7"
 
 
@@ -151,7 +160,7 @@ def test_an_upgrade_near_expiry_renews_the_certificate_everywhere(release: dict[
 def test_uninstall_leaves_no_cluster_scoped_object_but_the_crds(release: dict[str, Any], local_cluster: Any, helm: Path) -> None:
     api, ns = local_cluster.api, release["namespace"]
     cluster_scoped = [(d["kind"], d["metadata"]["name"]) for d in release["docs"] if d["kind"] in CLUSTER_SCOPED]
-    assert len(cluster_scoped) == 3
+    assert len(cluster_scoped) == 3  # ClusterRole, ClusterRoleBinding, ValidatingWebhookConfiguration
     run_helm(helm, "uninstall", RELEASE, *release["args"], "--wait", env=release["env"])
     release["installed"] = False
     for kind, name in cluster_scoped:
@@ -191,12 +200,15 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(
 ) -> None:
     api, ns = local_cluster.api, kube_namespace
     env = {"KUBECONFIG": str(local_cluster.kubeconfig)}
-    run_helm(helm, "install", RELEASE, str(CHART), "--namespace", ns, values={**VALUES, "nodeProvisioner": {"name": provisioner}}, tmp=tmp_path, env=env)
+    # Scoped to this namespace (other tests' Workspaces are not its business): the chart then also
+    # grants the namespace list/watch kopf needs to follow the scope.
+    values = {**VALUES, "nodeProvisioner": {"name": provisioner}, "scope": {"namespaces": [ns]}}
+    run_helm(helm, "install", RELEASE, str(CHART), "--namespace", ns, values=values, tmp=tmp_path, env=env)
     operator = None
     log = tmp_path / "operator.log"
     try:
         container = api.get(_path("Deployment", FULLNAME, ns))["spec"]["template"]["spec"]["containers"][0]
-        chart_env = {e["name"]: e["value"] for e in container["env"]}
+        chart_env = {e["name"]: e.get("value", "") for e in container["env"]}
         # On this machine: the webhook and metrics on free loopback ports (the API server would
         # reach the webhook through the Service, i.e. a pod), the certificate files of the
         # chart's Secret (as the pod mounts them), and only this test's namespace.
@@ -207,8 +219,9 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(
         chart_env.update({
             "KAITO_WEBHOOK__LISTEN_ADDR": "127.0.0.1", "KAITO_WEBHOOK__PORT": str(_free_port()),
             "KAITO_WEBHOOK__CERT_DIR": str(certs), "KAITO_METRICS__HOST": "127.0.0.1",
-            "KAITO_METRICS__PORT": str(_free_port()), "KAITO_SCOPE__NAMESPACES": json.dumps([ns]),
+            "KAITO_METRICS__PORT": str(_free_port()),
         })
+        assert json.loads(chart_env["KAITO_SCOPE__NAMESPACES"]) == [ns]
         before = {p.name: p.read_bytes() for p in certs.iterdir()}
         kubeconfig = _token_kubeconfig(local_cluster, ns, FULLNAME, tmp_path / "operator.kubeconfig")
         proc_env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("KAITO_")} | chart_env

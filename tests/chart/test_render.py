@@ -46,11 +46,14 @@ BAD_VALUES = [
     ("unknown-key", {"nodeProvisioner": {"nmae": "byo"}}, "additional properties 'nmae' not allowed"),
     ("unknown-section", {"webhooks": {"port": 1}}, "additional properties 'webhooks' not allowed"),
     ("wrong-type", {"webhook": {"port": "https"}}, "/webhook/port"),
-    ("two-replicas", {"operator": {"replicas": 2}}, "/operator/replicas"),
+    ("two-replicas-without-election", {"operator": {"replicas": 2}, "leaderElection": {"enabled": False}},
+     "operator.replicas=2 needs leaderElection.enabled=true"),
+    ("six-replicas", {"operator": {"replicas": 6}}, "/operator/replicas"),
     ("bad-pull-policy", {"operator": {"image": {"pullPolicy": "Sometimes"}}}, "/operator/image/pullPolicy"),
     ("timeout-over-30", {"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
     ("aks-without-identity", {"nodeProvisioner": {"name": "azure-agentpool"}}, "set azure.workloadIdentity.clientId"),
     ("metrics-off", {"metrics": {"port": 0}}, "metrics.port=0 disables /metrics"),
+    ("plugin-index-without-packages", {"plugins": {"indexUrl": "https://pypi.example.com/simple"}}, "plugins.packages is empty"),
     # The operator cannot run without its webhook yet (kopf refuses admission handlers without a
     # server); when it can, drop this check in _helpers.tpl: the templates already handle it.
     ("webhook-off", {"webhook": {"enabled": False}}, "webhook.enabled=false is not supported yet"),
@@ -99,6 +102,51 @@ def test_rbac_matches_the_set_the_e2e_suite_proves(renders: dict[str, str]) -> N
         assert not {"secrets", "validatingwebhookconfigurations"} & set(rule["resources"]), rule
 
 
+def test_leader_election_gets_its_lease_and_nothing_more(renders: dict[str, str]) -> None:
+    """On (the default): a Role in the release namespace for the one Lease the operator is told
+    to use, a rolling update (a follower serves the webhook before the old pod goes); off: no
+    Role, and the old pod stops before the new one starts."""
+    docs = documents(renders["gpu-provisioner"])
+    role = find(docs, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    env = operator_env(docs)
+    assert env["KAITO_LEADER_ELECTION__ENABLED"] == "true"
+    assert env["KAITO_LEADER_ELECTION__LEASE_NAMESPACE"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [env["KAITO_LEADER_ELECTION__LEASE_NAME"]],
+         "verbs": ["get", "update"]},
+    ]
+    binding = find(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == find(docs, "ServiceAccount")["metadata"]["name"]
+    assert not any("leases" in r["resources"] for r in _rules(docs))
+    assert find(docs, "Deployment")["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+    off = documents(renders["no-leader-election"])
+    assert not [d for d in off if d["kind"] in ("Role", "RoleBinding")]
+    assert find(off, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert operator_env(off)["KAITO_LEADER_ELECTION__ENABLED"] == "false"
+
+    two = documents(renders["two-replicas"])
+    deployment = find(two, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert find(two, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_the_webhook_asks_for_the_version_kopf_serves(renders: dict[str, str]) -> None:
+    """kopf answers admission reviews only for the CRD's preferred version (404 otherwise, seen on
+    the real cluster with apiVersions ["*"] and a v1alpha1 example): the rule names that version
+    and matchPolicy Equivalent converts v1alpha1 requests to it."""
+    from kaito_core.api.workspace import STORAGE_VERSION
+
+    hook = find(documents(renders["gpu-provisioner"]), "ValidatingWebhookConfiguration")["webhooks"][0]
+    assert hook["matchPolicy"] == "Equivalent"
+    assert hook["rules"][0]["apiVersions"] == [STORAGE_VERSION]
+
+
 def test_secrets_are_read_only_when_opted_in(renders: dict[str, str]) -> None:
     """presets.readModelAccessSecrets (off by default) adds exactly get on Secrets: the operator
     reads a Workspace's modelAccessSecret by name to generate a gated model's preset from the hub."""
@@ -117,7 +165,8 @@ def test_the_operator_pod_is_locked_down_and_probed(renders: dict[str, str]) -> 
     assert set(container["resources"]) == {"requests", "limits"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"} and ports["metrics"] == 8080
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"} and ports["webhook"] == 9443
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"} and ports["webhook"] == 9443
+    assert "initContainers" not in pod  # no plugins.packages, no install step
     assert pod["serviceAccountName"] == find(documents(renders["gpu-provisioner"]), "ServiceAccount")["metadata"]["name"]
 
 
@@ -146,7 +195,7 @@ def test_the_operator_environment_loads_as_the_values_say(renders: dict[str, str
 def test_one_value_moves_every_image_to_the_private_registry(renders: dict[str, str]) -> None:
     docs = documents(renders["private-registry"])
     pod = find(docs, "Deployment")["spec"]["template"]["spec"]
-    assert pod["containers"][0]["image"] == "registry.example.com/mirror/kaito-operator:0.1.0"
+    assert pod["containers"][0]["image"] == "registry.example.com/mirror/kaito/operator:0.1.0"
     assert pod["imagePullSecrets"] == [{"name": "mirror-pull"}]
     env = operator_env(docs)
     assert env["KAITO_IMAGES__REGISTRY"] == "registry.example.com/mirror"  # inference (and tuning) images
@@ -239,3 +288,34 @@ def test_the_registry_value_replaces_only_the_registry_part(helm: Path, tmp_path
     env = operator_env(documents(template(helm, values, tmp_path)))
     assert env["KAITO_IMAGES__ADAPTER_PULLER"] == moved
     assert env["KAITO_IMAGES__REGISTRY"] == "mirror.example.com/kaito"  # no double slash before the name
+
+
+def test_plugins_are_installed_by_an_init_container_into_what_the_operator_reads(
+    renders: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = find(documents(renders["plugins"]), "Deployment")["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    operator = pod["containers"][0]
+    assert init["image"] == operator["image"] and init["command"] == ["kaito", "install-plugins"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True and init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    theirs_env = operator_env(documents(renders["plugins"]))
+    assert {k: v for k, v in init_env.items() if k.startswith("KAITO_")} == {k: v for k, v in theirs_env.items() if k.startswith("KAITO_")}
+    mounts = {m["name"]: m for m in init["volumeMounts"]}
+    theirs = {m["name"]: m for m in operator["volumeMounts"]}
+    assert mounts["plugins"]["readOnly"] is False and theirs["plugins"]["readOnly"] is True
+    assert mounts["plugins"]["mountPath"] == theirs["plugins"]["mountPath"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["plugins"] and volumes["plugins-ca"]["configMap"]["name"] == "pypi-ca"
+    assert volumes["plugins-oci"]["secret"]["secretName"] == "plugins-pull"
+    # The settings the init step and the operator read point into those mounts.
+    for name in [n for n in os.environ if n.startswith("KAITO_")]:
+        monkeypatch.delenv(name)
+    for name, value in init_env.items():
+        monkeypatch.setenv(name, value)
+    plugins = OperatorSettings().plugins
+    assert plugins.packages == ["kaito-smollm2==0.1.0"] and plugins.index_url == "https://pypi.example.com/simple"
+    assert plugins.oci_artifacts == ["registry.example.com/kaito/plugins:0.1.0"]
+    assert plugins.prefix == mounts["plugins"]["mountPath"]
+    assert Path(plugins.ca_bundle).parent == Path(mounts["plugins-ca"]["mountPath"])
+    assert Path(plugins.oci_auth_file).parent == Path(mounts["plugins-oci"]["mountPath"])

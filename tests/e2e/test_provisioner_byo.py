@@ -8,13 +8,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from harness import Process, Stack, dump, load_manifest
+from harness import ROOT, Process, Stack, dump, load_manifest
 from test_provisioner_modes import PHI3, conditions, swapped_operator, wait_condition
 from test_workspace_lifecycle import wait_gone
 
 from kaito_localcluster.kubeapi import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+BYO_EXAMPLE = ROOT / "examples/byo/kaito_workspace_phi_3_byo.yaml"
 GFD = {"nvidia.com/gpu.product": "Tesla-V100-PCIE-16GB", "nvidia.com/gpu.count": "1", "nvidia.com/gpu.memory": "16384"}
 
 
@@ -57,6 +58,23 @@ def test_phi3_on_labelled_user_nodes_and_the_nodes_stay(stack: Stack, byo: Proce
         assert not [k for k in labels if k.startswith(("kaito.sh/", "karpenter.sh/"))]
         # Only the node controller's own node.kubernetes.io/* taints may come and go.
         assert [t for t in after["spec"].get("taints") or [] if not t["key"].startswith("node.kubernetes.io/")] == []
+    finally:
+        stack.cluster.api.delete(f"/api/v1/nodes/{node}")
+
+
+def test_the_byo_example_as_written_on_a_node_labelled_as_its_header_says(stack: Stack, byo: Process, kube_namespace: str) -> None:
+    ns, ws = kube_namespace, load_manifest(BYO_EXAMPLE)
+    name, label = ws["metadata"]["name"], ws["resource"]["labelSelector"]["matchLabels"]
+    node = f"user-byo-example-{uuid.uuid4().hex[:6]}"
+    stack.cluster.create_fake_node(node, labels={**label, **GFD}, capacity={"nvidia.com/gpu": "1"})  # kubectl label node ... apps=phi-3-byo
+    try:
+        stack.kubectl("apply", "-n", ns, "-f", str(BYO_EXAMPLE))
+        wait_ready(stack, ns, name, byo)
+        pod = stack.get(f"/api/v1/namespaces/{ns}/pods?labelSelector=kaito.sh/workspace={name}")["items"][0]
+        assert pod["spec"]["nodeName"] == node
+        stack.kubectl("delete", "-n", ns, "-f", str(BYO_EXAMPLE), "--timeout=90s")
+        wait_gone(stack, ns, name)
+        assert stack.cluster.api.exists(f"/api/v1/nodes/{node}")
     finally:
         stack.cluster.api.delete(f"/api/v1/nodes/{node}")
 

@@ -17,9 +17,11 @@ from harness import ROOT, Process, Stack, dump, load_manifest, wait_webhook_read
 from test_workspace_lifecycle import EXAMPLES, nodeclaims, nodes, wait_gone, wait_ready
 
 from kaito_localcluster.kubeapi import wait_for
+from kaito_provisioners.nodepool import nodepool_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 PHI3 = ROOT / "examples/inference/kaito_workspace_phi_3.yaml"
+KARPENTER_EXAMPLE = ROOT / "examples/karpenter/kaito_workspace_phi_3_karpenter.yaml"
 NODEPOOL_CRD = ROOT / "charts/kaito/crds/karpenter.sh_nodepools.yaml"
 NODEPOOL_CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/nodepools.karpenter.sh"
 NODEPOOLS = "/apis/karpenter.sh/v1/nodepools"
@@ -27,17 +29,17 @@ NO_CAPACITY_SKU = "Standard_NC24ads_A100_v4"
 NO_CAPACITY = "no Standard_NC24ads_A100_v4 capacity available in westus2; try another instance type or region"
 
 
-def operator_with(stack: Stack, provisioner: str, log: str) -> Process:
-    """The session operator's command line, credentials and ports, with another provisioner."""
-    env = dict(stack.operator.env, KAITO_NODE_PROVISIONER__NAME=provisioner)
+def operator_with(stack: Stack, provisioner: str, log: str, extra_env: dict[str, str] | None = None) -> Process:
+    """The session operator's command line, credentials and ports, with another provisioner (and ``extra_env``)."""
+    env = dict(stack.operator.env, KAITO_NODE_PROVISIONER__NAME=provisioner, **(extra_env or {}))
     return Process(f"operator-{provisioner}", stack.operator.argv, env, stack.workdir / log)
 
 
 @contextmanager
-def swapped_operator(stack: Stack, provisioner: str) -> Iterator[Process]:
-    """Stop the session operator, run one with ``provisioner``, and put the session one back."""
+def swapped_operator(stack: Stack, provisioner: str, extra_env: dict[str, str] | None = None) -> Iterator[Process]:
+    """Stop the session operator, run one with ``provisioner`` (and ``extra_env``), and put the session one back."""
     stack.operator.stop()
-    other = operator_with(stack, provisioner, f"operator-{provisioner}.log")
+    other = operator_with(stack, provisioner, f"operator-{provisioner}.log", extra_env)
     other.start()
     try:
         wait_webhook_ready(stack.cluster, stack.webhook_port)
@@ -85,19 +87,19 @@ def pools(stack: Stack, ns: str, name: str) -> list[dict[str, Any]]:
     return items
 
 
-def test_phi3_through_karpenter_from_apply_to_delete(stack: Stack, karpenter: Process, kube_namespace: str) -> None:
-    ns, ws = kube_namespace, load_manifest(PHI3)
+def test_the_karpenter_example_from_apply_to_delete(stack: Stack, karpenter: Process, kube_namespace: str) -> None:
+    ns, ws = kube_namespace, load_manifest(KARPENTER_EXAMPLE)
     name = ws["metadata"]["name"]
-    stack.kubectl("apply", "-n", ns, "-f", str(PHI3))
+    stack.kubectl("apply", "-n", ns, "-f", str(KARPENTER_EXAMPLE))
     wait_ready(stack, ns, name)
     [pool] = pools(stack, ns, name)
-    assert pool["metadata"]["name"] == f"kaito-{ns}-{name}" and pool["spec"]["replicas"] == 1
+    assert pool["metadata"]["name"] == nodepool_name(name, ns) and pool["spec"]["replicas"] == 1
     assert pool["spec"]["disruption"]["budgets"] == [{"nodes": "0"}]
     [claim] = nodeclaims(stack, ns, name)
     assert claim["metadata"]["labels"]["karpenter.sh/nodepool"] == pool["metadata"]["name"]
     assert claim["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
     [node] = nodes(stack, ns, name)
-    assert node["metadata"]["labels"]["apps"] == "phi-3" and {"key": "sku", "value": "gpu", "effect": "NoSchedule"} in node["spec"]["taints"]
+    assert node["metadata"]["labels"]["apps"] == "phi-3-karpenter" and {"key": "sku", "value": "gpu", "effect": "NoSchedule"} in node["spec"]["taints"]
     stack.kubectl("delete", "workspace", name, "-n", ns, "--timeout=90s")
     wait_gone(stack, ns, name)
     assert pools(stack, ns, name) == []

@@ -39,6 +39,11 @@ app.kubernetes.io/part-of: kaito
 {{- printf "%s-webhook-cert" (include "kaito.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Lease whose holder reconciles (leaderElection); the Role allows get/update on it only. */}}
+{{- define "kaito.leaseName" -}}
+{{- printf "%s-leader" (include "kaito.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{/* The host the API server and the certificate use for the webhook: <service>.<namespace>.svc */}}
 {{- define "kaito.webhookHost" -}}
 {{- printf "%s.%s.svc" (include "kaito.webhookServiceName" .) .Release.Namespace }}
@@ -70,6 +75,31 @@ left as it is. Call with (dict "ref" "<image>" "root" $).
 {{- printf "%s/%s:%s" (.Values.global.imageRegistry | default $img.registry | trimSuffix "/") $img.repository $img.tag }}
 {{- end }}
 
+{{/*
+The plugin volumes: the install prefix (written by the install-plugins init container, read-only
+in the operator), the index/registry CA and the OCI credentials when set. Call with
+(dict "root" $ "readOnly" true|false).
+*/}}
+{{- define "kaito.pluginMounts" -}}
+- name: plugins
+  mountPath: /opt/kaito/plugins
+  readOnly: {{ .readOnly }}
+{{- if not .readOnly }}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+{{- if .root.Values.plugins.caConfigMap }}
+- name: plugins-ca
+  mountPath: /etc/kaito/plugins-ca
+  readOnly: true
+{{- end }}
+{{- if .root.Values.plugins.ociPullSecret }}
+- name: plugins-oci
+  mountPath: /etc/kaito/plugins-oci
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{/* Cross-field checks: each failure names the value and the fix. */}}
 {{- define "kaito.validate" -}}
 {{- if and (eq .Values.nodeProvisioner.name "azure-agentpool") (not .Values.azure.workloadIdentity.clientId) }}
@@ -80,6 +110,12 @@ left as it is. Call with (dict "ref" "<image>" "root" $).
 {{- end }}
 {{- if and .Values.webhook.enabled (not .Values.webhook.port) }}
 {{- fail "webhook.enabled=true needs webhook.port (the HTTPS port of the webhook server, e.g. 9443)" }}
+{{- end }}
+{{- if and (or .Values.plugins.ociArtifacts .Values.plugins.findLinks .Values.plugins.indexUrl) (not .Values.plugins.packages) }}
+{{- fail "plugins.indexUrl, plugins.findLinks or plugins.ociArtifacts is set but plugins.packages is empty: list the plugin packages to install, e.g. plugins.packages=[kaito-smollm2==0.1.0]" }}
+{{- end }}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "operator.replicas=%d needs leaderElection.enabled=true: without a leader every replica would reconcile the same Workspaces (and create duplicate NodeClaims)" (int .Values.operator.replicas)) }}
 {{- end }}
 {{- if not .Values.metrics.port }}
 {{- fail "metrics.port=0 disables /metrics, which the operator's liveness probe reads: set metrics.port (default 8080)" }}

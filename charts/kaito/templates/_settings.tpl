@@ -84,6 +84,38 @@ The operator's KAITO_* environment, one variable per settings field.
 - name: KAITO_PRESETS__HF_ENDPOINT
   value: {{ .Values.presets.hfEndpoint | quote }}
 {{- end }}
+- name: KAITO_PLUGINS__PACKAGES
+  value: {{ .Values.plugins.packages | toJson | quote }}
+- name: KAITO_PLUGINS__INDEX_URL
+  value: {{ .Values.plugins.indexUrl | quote }}
+- name: KAITO_PLUGINS__EXTRA_INDEX_URLS
+  value: {{ .Values.plugins.extraIndexUrls | toJson | quote }}
+- name: KAITO_PLUGINS__FIND_LINKS
+  value: {{ .Values.plugins.findLinks | toJson | quote }}
+- name: KAITO_PLUGINS__NO_INDEX
+  value: {{ .Values.plugins.noIndex | toString | quote }}
+- name: KAITO_PLUGINS__TRUSTED_HOSTS
+  value: {{ .Values.plugins.trustedHosts | toJson | quote }}
+- name: KAITO_PLUGINS__CA_BUNDLE
+  value: {{ if .Values.plugins.caConfigMap }}"/etc/kaito/plugins-ca/ca.crt"{{ else }}""{{ end }}
+- name: KAITO_PLUGINS__OCI_ARTIFACTS
+  value: {{ .Values.plugins.ociArtifacts | toJson | quote }}
+- name: KAITO_PLUGINS__OCI_AUTH_FILE
+  value: {{ if .Values.plugins.ociPullSecret }}"/etc/kaito/plugins-oci/config.json"{{ else }}""{{ end }}
+- name: KAITO_PLUGINS__PREFIX
+  value: "/opt/kaito/plugins"
+- name: KAITO_LEADER_ELECTION__ENABLED
+  value: {{ .Values.leaderElection.enabled | toString | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_NAME
+  value: {{ include "kaito.leaseName" . | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: KAITO_LEADER_ELECTION__LEASE_DURATION_S
+  value: {{ .Values.leaderElection.leaseDurationS | int64 | toString | quote }}
+- name: KAITO_LEADER_ELECTION__RENEW_DEADLINE_S
+  value: {{ .Values.leaderElection.renewDeadlineS | int64 | toString | quote }}
+- name: KAITO_LEADER_ELECTION__RETRY_PERIOD_S
+  value: {{ .Values.leaderElection.retryPeriodS | int64 | toString | quote }}
 {{- if eq .Values.nodeProvisioner.name "karpenter" }}
 - name: KAITO_KARPENTER__NODE_CLASS
   value: {{ .Values.karpenter.nodeClass | toJson | quote }}

@@ -11,16 +11,19 @@ the next round adopts (or the finalizer deletes).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic.alias_generators import to_camel
 
 from kaito_core.api.reasons import Reason
-from kaito_core.errors import ProvisioningError
+from kaito_core.errors import PluginError, ProvisioningError
 from kaito_core.provisioners import (
     AzureSettings,
+    NeedStatus,
     NodeClient,
     NodeProvisioner,
     NodeRequest,
@@ -52,6 +55,32 @@ class AksProvisioner(NodeProvisioner):
         """For `kaito plugins`: the azure extra, the cluster's coordinates and an Azure identity."""
         fields = ", ".join(f"nodeProvisioner.azure.{to_camel(f)}" for f in REQUIRED)
         return [*super().needs(), "kaito-provisioners[azure]", fields, "an Azure identity (workload or managed identity)"]
+
+    def need_status(
+        self, *, crd_installed: Callable[[str], bool] | None = None, azure: AzureSettings | None = None, **_: Any
+    ) -> list[NeedStatus]:
+        """The azure extra (importable here), the cluster's coordinates (in ``azure``, the operator's
+        settings) and an identity (a client ID or workload-identity token in the settings or
+        environment; otherwise DefaultAzureCredential decides at run time)."""
+        package, fields, identity = self.needs()[-3:]
+        found = list(super().need_status(crd_installed=crd_installed, azure=azure))[:-3]
+        try:
+            require_azure_packages()
+            found.append(NeedStatus(need=package, present=True))
+        except PluginError as exc:
+            found.append(NeedStatus(need=package, present=False, detail=str(exc)))
+        try:
+            check_settings(azure)
+            found.append(NeedStatus(need=fields, present=True))
+        except ProvisioningError as exc:
+            found.append(NeedStatus(need=fields, present=False, detail=str(exc)))
+        explicit = azure is not None and bool(azure.client_id or azure.federated_token_file)
+        if explicit or os.environ.get("AZURE_CLIENT_ID") or os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
+            found.append(NeedStatus(need=identity, present=True))
+        else:
+            found.append(NeedStatus(need=identity, present=None, detail="no client ID or federated token set; "
+                                    "DefaultAzureCredential looks for one when the operator runs"))
+        return found
 
     def configure(self, *, azure: AzureSettings | None = None, **_: Any) -> None:
         """Take nodeProvisioner.azure (the client is built on first use).

@@ -173,6 +173,17 @@ def test_phi3_example_ready_through_aks_and_delete_leaves_nothing(aks: Aks, ns: 
     assert not any("/operations/" in r.path for r in aks.emulator.arm_requests())  # no worker ever waited on an operation
 
 
+def test_the_aks_example_as_written_is_ready_on_its_own_pool(aks: Aks, ns: str) -> None:
+    example = ROOT / "examples" / "aks" / "kaito_workspace_phi_3_aks.yaml"
+    ws = yaml.safe_load(example.read_text())
+    name = ws["metadata"]["name"]
+    aks.cluster.kubectl("apply", "-n", ns, "-f", str(example), timeout=60)
+    aks.wait_ready(ns, name)
+    pool = aks.emulator.pools()[pool_name(ns, name)]["properties"]
+    assert pool["vmSize"] == ws["resource"]["instanceType"] and pool["nodeLabels"]["apps"] == "phi-3-aks"
+    delete_and_wait_gone(aks, ns, [name])
+
+
 def test_each_failure_mode_is_a_condition_that_says_what_to_do(aks: Aks, ns: str) -> None:
     aks.emulator.put_errors[QUOTA_SKU] = (409, "QuotaExceeded", "exceeding approved standardNCADSA100v4Family Cores quota")
     aks.emulator.fail_ops[CAPACITY_SKU] = ("OverconstrainedAllocationRequest", "Allocation failed. VM(s) with the following constraints cannot be allocated")
