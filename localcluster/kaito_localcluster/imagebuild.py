@@ -164,7 +164,10 @@ class FilesLayer:
 
     def describe(self) -> str:
         """One line for progress output."""
-        return "files " + ", ".join(arc for arc, *_ in self.files)
+        names = [arc for arc, *_ in self.files]
+        if len(names) > 6:
+            return f"{len(names)} files under {os.path.commonpath(names)}"
+        return "files " + ", ".join(names)
 
     def build(self, layout: Layout, progress: ProgressFn) -> Layer:
         """Write the files as one layer."""
