@@ -26,6 +26,32 @@ TUNING_DATA_DIR = "/mnt/data"
 """Where a tuning pod finds its dataset (fetched or mounted)."""
 TUNING_OUTPUT_DIR = "/mnt/results"
 """Where a tuning pod writes the adapter and its checkpoints (upstream's output_dir)."""
+TUNING_WEIGHTS_STAGING_DIR = "/mnt/model-weights"
+"""Where a tuning pod's weights init container writes the base model (the trainer mounts the same
+volume read-only at :data:`WEIGHTS_DIR`, where a preset image's own weights would otherwise hide it)."""
+TUNING_DATA_IMAGE_ENV = "KAITO_TUNING_DATA_IMAGE"
+"""The tuning input's OCI image (``tuning.input.image``), pulled into :data:`TUNING_DATA_DIR`."""
+TUNING_DATA_URLS_ENV = "KAITO_TUNING_DATA_URLS"
+"""The tuning input's URLs (``tuning.input.urls``), space-separated, downloaded into :data:`TUNING_DATA_DIR`."""
+TUNING_ALLOW_HOSTS_ENV = "KAITO_TUNING_ALLOW_HOSTS"
+"""Hosts exempt from the data-URL address rules (comma-separated; the operator's tuning.allowDataHosts)."""
+TUNING_PULL_AUTH_ENV_PREFIX = "KAITO_TUNING_PULL_AUTH_"
+"""``<prefix>0``, ``<prefix>1``...: the .dockerconfigjson of each ``tuning.input.imagePullSecrets``
+Secret (secretKeyRef: a missing Secret or key stops the container with a message naming it)."""
+TUNING_PUSH_AUTH_ENV = "KAITO_TUNING_PUSH_AUTH"
+"""The .dockerconfigjson of ``tuning.output.imagePushSecret`` (secretKeyRef, as the pull ones)."""
+TUNING_PUSH_IMAGE_ENV = "KAITO_TUNING_PUSH_IMAGE"
+"""Where the push step pushes the adapter (``tuning.output.image``)."""
+DOCKER_CONFIG_KEY = ".dockerconfigjson"
+"""The key of a kubernetes.io/dockerconfigjson Secret."""
+TUNING_STEPS = {
+    "data-fetch": "fetching and checking the training data and configuration",
+    "model-weights": "getting the base model's weights",
+    "trainer": "training the adapter",
+    "push": "pushing the adapter image",
+}
+"""The tuning Job's containers, in the order they run, and what each does (the failure condition
+names the step that failed)."""
 ADAPTERS_DIR = "/mnt/adapter"
 """Where LoRA adapters are mounted in inference pods: one directory per adapter name."""
 ADAPTER_STRENGTHS_ENV = "KAITO_ADAPTER_STRENGTHS"

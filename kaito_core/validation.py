@@ -22,6 +22,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from urllib.parse import urlsplit
+
 import pydantic
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -32,7 +34,7 @@ from kaito_core.api.workspace import GROUP, VERSIONS, InferenceSpec, LabelSelect
 from kaito_core.backends import InferenceBackend
 from kaito_core.errors import FieldError, NotFoundError, ValidationError
 from kaito_core.fit import NodePlan, plan_nodes
-from kaito_core.netcheck import data_url_problem
+from kaito_core.netcheck import MSG_SCHEME, data_url_problem
 from kaito_core.plugins.registry import BACKEND_PROVIDER_HINTS, Registry
 from kaito_core.preset_providers import install_line
 from kaito_core.preset_sources import ModelLocation, PresetGenerationError
@@ -83,6 +85,9 @@ class ValidationContext(BaseModel):
     model_location: ModelLocation | None = None
     """Where presets named by a model id (``org/model``) read the model's files: a local copy
     or cache (``kaito validate --model-dir``/``--hf-cache``), or the hub (operator)."""
+    allowed_data_hosts: frozenset[str] = frozenset()
+    """Hosts a tuning.input URL may use although they are loopback, private or link-local (the
+    operator setting tuning.allowDataHosts, for tests with a local data server only)."""
     resolve_preset: Callable[[str], Preset] | None = None
     """The caller's own preset resolution (the operator's: catalog, cache, hub with the
     Workspace's token, generated presets kept in memory, see :mod:`kaito_core.operator.presets`);
@@ -583,6 +588,9 @@ class _Checker:
             self.check_image("tuning.input.image", src.image, "input")
         for i, url in enumerate(src.urls):
             problem = data_url_problem(url)
+            host = (urlsplit(url.strip()).hostname or "").rstrip(".").lower() if problem else ""
+            if problem and host in self.ctx.allowed_data_hosts and problem[0] != MSG_SCHEME:
+                continue
             if problem:
                 message, detail = problem
                 self.add(

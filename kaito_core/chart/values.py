@@ -53,6 +53,9 @@ CHART_MANAGED: dict[tuple[str, str], Managed] = {
         '"false"', "the chart creates the ValidatingWebhookConfiguration (with a Service reference) itself"
     ),
     ("metrics", "host"): Managed('"0.0.0.0"', "the pod listens on every address"),
+    ("tuning", "default_config_namespace"): Managed(
+        "{{ .Release.Namespace | quote }}", "the release namespace, where the chart creates the default training configurations"
+    ),
 }
 
 #: Settings defaults that differ in the chart: (section, field) -> (default, why).
@@ -74,8 +77,16 @@ class WebhookChartExtras(ChartSection):
     helm upgrade and replaced by the first upgrade less than 60 days before they expire."""
 
 
+class TuningChartExtras(ChartSection):
+    """Chart-only fields of the ``tuning`` section."""
+
+    default_config_maps: bool = True
+    """Create the default training configurations lora-params-template and qlora-params-template
+    (key training_config.yaml) in the release namespace."""
+
+
 #: Chart-only fields added to a settings section: section -> model whose fields are appended.
-CHART_EXTRAS: dict[str, type[ChartSection]] = {"webhook": WebhookChartExtras}
+CHART_EXTRAS: dict[str, type[ChartSection]] = {"webhook": WebhookChartExtras, "tuning": TuningChartExtras}
 
 
 class GlobalValues(ChartSection):
@@ -181,14 +192,6 @@ class RbacValues(ChartSection):
     """ClusterRole rules appended to the operator's (apiGroups, resources, verbs)."""
 
 
-class TuningValues(ChartSection):
-    """Fine-tuning defaults."""
-
-    default_config_maps: bool = True
-    """Create the default training configurations lora-params-template and qlora-params-template
-    (key training_config.yaml) in the release namespace."""
-
-
 class PodDisruptionBudgetValues(ChartSection):
     """PodDisruptionBudget of the operator."""
 
@@ -209,7 +212,6 @@ CHART_SECTIONS_BEFORE: dict[str, tuple[type[ChartSection], str]] = {
 }
 #: ... and after them.
 CHART_SECTIONS_AFTER: dict[str, tuple[type[ChartSection], str]] = {
-    "tuning": (TuningValues, "tuning"),
     "pod_disruption_budget": (PodDisruptionBudgetValues, "podDisruptionBudget"),
 }
 

@@ -1,8 +1,8 @@
 """Watch caches: the objects the reconciler reads, kept in memory from kopf's watch streams.
 
 kopf indexes (``@kopf.index`` in :mod:`kaito_core.operator.wiring`) hold the latest body of
-every NodeClaim, Node, Deployment, StatefulSet, Service and inference Pod the operator cares
-about; kopf fills them from its watches and starts no handler before every index has been
+every NodeClaim, Node, Deployment, StatefulSet, Service, tuning Job and workspace Pod the
+operator cares about; kopf fills them from its watches and starts no handler before every index has been
 listed once, so a reconcile never sees a half-filled cache. A steady-state resync therefore
 reads from memory only: the API server sees the watch streams and nothing else.
 
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-CACHED_KINDS = ("NodeClaim", "Node", "Deployment", "StatefulSet", "Service", "Pod")
+CACHED_KINDS = ("NodeClaim", "Node", "Deployment", "StatefulSet", "Service", "Pod", "Job")
 """The kinds served from memory once the indexes are bound."""
 INDEX_IDS = {
     "NodeClaim": "index-nodeclaims",
@@ -32,6 +32,7 @@ INDEX_IDS = {
     "StatefulSet": "index-statefulsets",
     "Service": "index-services",
     "Pod": "index-pods",
+    "Job": "index-jobs",
 }
 """kopf handler ids of the indexes, by kind (kopf passes each index to handlers under its id)."""
 CLUSTER_KINDS = frozenset({"Node", "NodeClaim"})
@@ -65,6 +66,7 @@ SPEC_KEPT: dict[str, tuple[str, ...] | None] = {
     "StatefulSet": ("replicas",),
     "Service": ("type", "clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"),
     "Pod": (),
+    "Job": (),
     "Node": ("unschedulable",),
     "NodeClaim": None,
 }

@@ -10,7 +10,7 @@ validation code and reports what it could not check on the user's machine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from kaito_core import validation
@@ -25,16 +25,21 @@ def context(
     cloud: str = "azure",
     provisioner: str = "gpu-provisioner",
     resolve_preset: Callable[[str], Preset] | None = None,
+    allowed_data_hosts: Collection[str] = (),
 ) -> validation.ValidationContext:
     """The validation context of this operator: its cloud, bring-your-own mode when its
     provisioner creates no nodes (by capability), the chosen backend must be installed, and
     preset names resolve through ``resolve_preset`` (the operator's
-    :class:`~kaito_core.operator.presets.PresetSource`, so model ids are generated as at reconcile).
+    :class:`~kaito_core.operator.presets.PresetSource`, so model ids are generated as at reconcile);
+    tuning.input URLs on ``allowed_data_hosts`` pass the address rules (settings.tuning.allow_data_hosts).
 
     An uninstalled provisioner counts as creating nodes (the operator refuses to start without it)."""
     installed = provisioner if provisioner in registry.provisioners() else None
     ctx = validation.installed_context(registry, cloud=cloud, provisioner=installed, require_backend=True)
-    return ctx.model_copy(update={"resolve_preset": resolve_preset}) if resolve_preset is not None else ctx
+    update: dict[str, Any] = {"allowed_data_hosts": frozenset(h.lower() for h in allowed_data_hosts)}
+    if resolve_preset is not None:
+        update["resolve_preset"] = resolve_preset
+    return ctx.model_copy(update=update)
 
 
 def check(
@@ -45,6 +50,7 @@ def check(
     cloud: str = "azure",
     provisioner: str = "gpu-provisioner",
     resolve_preset: Callable[[str], Preset] | None = None,
+    allowed_data_hosts: Collection[str] = (),
 ) -> Workspace:
     """Parse and validate a Workspace given as a wire dict (``old`` on update); preset names
     resolve through ``resolve_preset`` when given (see :func:`context`).
@@ -52,5 +58,5 @@ def check(
     Raises:
         ValidationError: with every problem found, each naming its field and the fix.
     """
-    ctx = context(registry, cloud=cloud, provisioner=provisioner, resolve_preset=resolve_preset)
+    ctx = context(registry, cloud=cloud, provisioner=provisioner, resolve_preset=resolve_preset, allowed_data_hosts=allowed_data_hosts)
     return validation.check_workspace(obj, registry, old=old, ctx=ctx)

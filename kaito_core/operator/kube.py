@@ -78,6 +78,8 @@ _PATHS = {
     "Service": "/api/v1/namespaces/{ns}/services",
     "Pod": "/api/v1/namespaces/{ns}/pods",
     "Secret": "/api/v1/namespaces/{ns}/secrets",
+    "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
+    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
     "Node": "/api/v1/nodes",
     "NodeClaim": "/apis/karpenter.sh/v1/nodeclaims",
     "Workspace": "/apis/kaito.sh/v1beta1/namespaces/{ns}/workspaces",
@@ -191,9 +193,10 @@ class Kube:
         self.cache.wrote(kind, patched)
         return patched
 
-    def delete(self, kind: str, namespace: str, name: str, *, background: bool = False) -> None:
-        """Delete an object (already gone is fine)."""
-        body = {"propagationPolicy": "Background"} if background else None
+    def delete(self, kind: str, namespace: str, name: str, *, background: bool = False, foreground: bool = False) -> None:
+        """Delete an object (already gone is fine); ``background``/``foreground`` set the
+        propagationPolicy (foreground: the object stays, marked, until its dependents are gone)."""
+        body = {"propagationPolicy": "Foreground"} if foreground else {"propagationPolicy": "Background"} if background else None
         try:
             answer = self._request("DELETE", f"{_path(kind, namespace)}/{name}", body=body)
         except client.ApiException as exc:
@@ -248,15 +251,16 @@ class Kube:
         self.cache.wrote(kind, updated)
         return updated, True
 
-    def delete_if_owned(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
-        """Delete the object when it exists and is controlled by ``owner_uid``; True if deleted."""
+    def delete_if_owned(self, kind: str, namespace: str, name: str, owner_uid: str, *, foreground: bool = False) -> bool:
+        """Delete the object when it exists and is controlled by ``owner_uid`` (background
+        propagation, or foreground); True if deleted."""
         existing = self.get(kind, namespace, name)
         if existing is None or (existing.get("metadata") or {}).get("deletionTimestamp"):
             return False
         owners = [o.get("uid") for o in existing["metadata"].get("ownerReferences") or [] if o.get("controller")]
         if owner_uid not in owners:
             return False
-        self.delete(kind, namespace, name, background=True)
+        self.delete(kind, namespace, name, background=not foreground, foreground=foreground)
         return True
 
     # -- the workspace itself ------------------------------------------------------------------

@@ -9,14 +9,15 @@ very same functions, so the golden files pin what the operator really creates.
 Inference runs in two planning steps because the provisioner's answer is an observed fact:
 :func:`plan_nodes` says which nodes to ask the provisioner for, the provisioner reports how far
 they are, and :func:`plan_inference` turns that report and the observed workload into the
-objects and the status. :func:`plan_tuning` is the slot of the tuning controller: it plans the
-status of a tuning Workspace today and will plan its Job.
+objects and the status. Tuning follows the same two steps: :func:`plan_tuning_nodes`, then
+:func:`plan_tuning` turns the provisioner's report, the existing Job and the training ConfigMap
+into the Job (:mod:`kaito_core.operator.tuning` builds and reads it) and the status.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from kaito_core import fit, sku
@@ -26,6 +27,19 @@ from kaito_core.backends import AdapterRef, InferenceBackend, ServingContext
 from kaito_core.operator.manifests import WorkloadInputs, build_inference_objects
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.operator.status import Facts, TuningFacts, WorkloadFacts, classify_pods
+from kaito_core.operator.tuning import (
+    JobAction,
+    TuningInputs,
+    build_config_copy,
+    build_tuning_job,
+    config_field_errors,
+    copied_config_name,
+    default_config_name,
+    job_action,
+    observe_job,
+    secret_name_problems,
+    training_config_problems,
+)
 from kaito_core.presets import Preset
 from kaito_core.provisioners import NodeProvisioner, NodeRequest, ProvisionResult
 
@@ -60,6 +74,11 @@ class Observed:
     """The workspace's pods (only needed while the workload is not ready)."""
     job: Mapping[str, Any] | None = None
     """The tuning Job, if any (tuning workspaces)."""
+    spec_hash: str = ""
+    """The workspace.kaito.io/hash annotation (sha256 of the spec): a tuning Job of another hash is replaced."""
+    training_config: Mapping[str, Any] | None = None
+    """The training ConfigMap a new tuning Job would mount: tuning.config's, or the chart's default
+    for the method (read only when a Job is to be created; None: not found)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +103,10 @@ class Desired:
     workload_kind: str | None = None
     """Kind of the object whose readiness decides the workspace's (Deployment, StatefulSet, Job)."""
     job: dict[str, Any] | None = None
-    """The tuning Job (filled by the tuning controller; None until then)."""
+    """The tuning Job to create (with ``job_action`` create)."""
+    job_action: JobAction = "keep"
+    """What the reconciler does with the tuning Job: create ``job``, keep the existing one, delete
+    the existing one (replace: it belongs to an older spec), or wait while it is deleted."""
     wait: Wait | None = None
     """Set while the workspace is not ready: the reconciler requeues after ``wait.delay_s``."""
 
@@ -222,12 +244,106 @@ def plan_inference(
 # -- tuning --------------------------------------------------------------------------------------
 
 
-def plan_tuning(ws: Workspace, preset: Preset | None, settings: OperatorSettings, observed: Observed) -> Desired:
-    """The Job and status of a tuning workspace.
+def plan_tuning_nodes(ws: Workspace, preset: Preset, settings: OperatorSettings) -> NodePlan:
+    """One node for the tuning Job: a GPU node of resource.instanceType (all its GPUs go to the
+    trainer), or a CPU node for presets that tune on CPU (Gemma 3 270M), through the same
+    provisioner as inference."""
+    cloud = settings.cloud.provider
+    instance = sku.lookup(ws.resource.instance_type, cast(Any, cloud)) if ws.resource.instance_type else None
+    gpus = (instance.gpu_count if instance is not None else 1) if preset.requires_gpu else 0
+    selector = ws.resource.label_selector
+    request = NodeRequest(
+        workspace=ws.name,
+        namespace=ws.namespace,
+        instance_type=ws.resource.instance_type,
+        count=1,
+        match_labels={k: v for k, v in selector.match_labels.items() if k not in RESERVED_SELECTOR_KEYS},
+        match_expressions=tuple(e.to_wire() for e in selector.match_expressions),
+        disk_gib=preset.tuning.disk_gib if preset.tuning else preset.disk_gib,
+        node_image_family=ws.metadata.annotations.get(ANNOTATION_NODE_IMAGE_FAMILY) or settings.node_provisioner.default_node_image_family,
+        gpu=preset.requires_gpu,
+        cloud=cloud,
+        preferred_nodes=tuple(ws.resource.preferred_nodes),
+    )
+    return NodePlan(nodes=1, gpus_per_node=gpus, request=request)
 
-    This operator version has no tuning controller: the plan is no nodes, no Job, and a status
-    that says so (JobStarted=False, TuningControllerNotInstalled). The tuning controller fills
-    ``Desired.node_request``, ``Desired.job`` and ``TuningFacts`` from ``observed.job`` here.
+
+def tuning_inputs(
+    ws: Workspace, preset: Preset, provisioner: NodeProvisioner, settings: OperatorSettings, nodes: NodePlan, observed: Observed
+) -> TuningInputs:
+    """What the Job builder needs: images, the ConfigMap to mount, the provisioner's affinity."""
+    assert ws.tuning is not None
+    return TuningInputs(
+        workspace=ws,
+        preset=preset,
+        image=settings.images.tuning_image,
+        config_map=ws.tuning.config or copied_config_name(ws),
+        revision=observed.revision,
+        spec_hash=observed.spec_hash,
+        affinity_terms=provisioner.node_affinity_terms(nodes.request),
+        gpus=nodes.gpus_per_node,
+        backoff_limit=settings.tuning.backoff_limit,
+        allow_hosts=tuple(settings.tuning.allow_data_hosts),
+        gguf=preset.weight_format == "gguf",
+    )
+
+
+def plan_tuning(
+    ws: Workspace, preset: Preset, provisioner: NodeProvisioner, settings: OperatorSettings, observed: Observed
+) -> Desired:
+    """The Job and status of a tuning workspace, given what was observed.
+
+    A Job of this spec is kept and read (started, running which step, succeeded, failed where
+    and why); one of an older spec is deleted first (its pods may hold the node's GPUs). A new
+    Job is planned once the nodes are ready and the training ConfigMap is usable (tuning.config's
+    or the chart's default for the method, copied into the workspace's namespace).
     """
-    facts = Facts(generation=observed.generation, tuning=TuningFacts(controller_available=False))
-    return Desired(facts=facts, workload_kind="Job")
+    assert ws.tuning is not None
+    nodes = plan_tuning_nodes(ws, preset, settings)
+    provision = observed.provision
+    output = ws.tuning.output.image or "the output volume"
+    action = job_action(observed.job, observed.spec_hash)
+
+    def desired(tuning: TuningFacts, wait: Wait | None, **more: Any) -> Desired:
+        facts = Facts(generation=observed.generation, target_nodes=1, provision=provision, tuning=tuning)
+        return Desired(facts=facts, node_request=nodes.request, workload_kind="Job", wait=wait, job_action=action, **more)
+
+    requeue = settings.requeue
+    if action == "keep":
+        seen = replace(observe_job(observed.job, observed.pods), output=output)
+        if seen.succeeded or seen.failed:
+            return desired(seen, None)
+        wait = Wait(seen.problem_reason or "TuningJobRunning", seen.problem_message or f"the tuning Job is at step {seen.step or '(starting)'}",
+                    requeue.workload_s)
+        return desired(seen, wait)
+    if action != "create":
+        return desired(TuningFacts(job_exists=True, replacing=True), Wait("TuningJobReplacing", "deleting the Job of the previous spec",
+                                                                         requeue.delete_s))
+    bad_secrets = secret_name_problems(ws)
+    if bad_secrets:
+        message = "; ".join(str(e) for e in bad_secrets)
+        return desired(TuningFacts(problem_reason="TuningSecretInvalid", problem_message=message),
+                       Wait("TuningSecretInvalid", message, requeue.invalid_s))
+    if provision is None or not provision.ready:
+        message = (provision.message if provision else "") or "nodes are not ready"
+        wait = Wait(provision.reason if provision and provision.reason else "NodesNotReady", message,
+                    provision.retry_after_s if provision else requeue.nodes_s)
+        return desired(TuningFacts(nodes_message=message), wait)
+    method = ws.tuning.method.value
+    config = observed.training_config
+    source = ws.tuning.config or f"{settings.tuning.default_config_namespace}/{default_config_name(method)}"
+    if config is None:
+        fix = ("create it (key training_config.yaml) or unset tuning.config" if ws.tuning.config else
+               "install the chart's default training configurations (tuning.defaultConfigMaps), or set tuning.config")
+        message = f"the training configuration ConfigMap {source} does not exist; {fix}"
+        return desired(TuningFacts(problem_reason="TuningConfigNotFound", problem_message=message),
+                       Wait("TuningConfigNotFound", message, requeue.provisioning_s))
+    problems = training_config_problems(config, method)
+    if problems:
+        errors = config_field_errors(problems, user_config=ws.tuning.config, method=method, namespace=settings.tuning.default_config_namespace)
+        message = "; ".join(str(e) for e in errors)
+        return desired(TuningFacts(problem_reason="TuningConfigInvalid", problem_message=message),
+                       Wait("TuningConfigInvalid", message, requeue.provisioning_s))
+    objects = () if ws.tuning.config else (build_config_copy(ws, config),)
+    job = build_tuning_job(tuning_inputs(ws, preset, provisioner, settings, nodes, observed))
+    return desired(TuningFacts(), Wait("TuningJobCreated", "the tuning Job was created", requeue.workload_s), objects=objects, job=job)

@@ -94,6 +94,14 @@ class fingerprint:  # noqa: N801 - a namespace of small pure functions
         return body.get("metadata", {}).get("generation"), tuple(status.get(k) for k in keys)
 
     @staticmethod
+    def job(body: Mapping[str, Any]) -> object:
+        """Counters, conditions and deletion (tuning Jobs)."""
+        status = body.get("status") or {}
+        conds = tuple(sorted((c.get("type"), c.get("status")) for c in status.get("conditions") or []))
+        counters = tuple(status.get(k) for k in ("active", "ready", "succeeded", "failed"))
+        return counters, conds, bool(body.get("metadata", {}).get("deletionTimestamp"))
+
+    @staticmethod
     def workspace(body: Mapping[str, Any]) -> object:
         """Generation, annotations and deletion (Workspaces): not the status the operator writes."""
         meta = body.get("metadata") or {}

@@ -25,10 +25,12 @@ from kaito_core.operator.kube import Kube
 from kaito_core.operator.manifests import spec_hash
 from kaito_core.operator.metrics import OperatorMetrics
 from kaito_core.operator.nodeclient import KubeNodeClient
-from kaito_core.operator.plan import Desired, Observed, observe_workload, plan_inference, plan_nodes, plan_tuning
+from kaito_core.operator.plan import Desired, Observed, observe_workload, plan_inference, plan_nodes, plan_tuning, plan_tuning_nodes
 from kaito_core.operator.presets import PresetSource
 from kaito_core.operator.settings import OperatorSettings
 from kaito_core.operator.status import Facts, build_status, status_changed
+from kaito_core.operator.tuning import default_config_name, job_action, job_succeeded, secret_name_problems
+from kaito_core.presets import Preset
 from kaito_core.plugins import Registry
 from kaito_core.provisioners import NodeProvisioner
 
@@ -94,6 +96,7 @@ class Reconciler:
                 _, changed = self.kube.apply(planned, obj["metadata"].get("uid", ""))
                 if changed:
                     log.info("%s %s/%s written", planned["kind"], planned["metadata"]["namespace"], planned["metadata"]["name"])
+            self._apply_job(obj, desired)
         except Exception as exc:
             facts = boundary.classify(exc, self.settings.requeue, generation).facts
             if facts is not None:
@@ -105,10 +108,11 @@ class Reconciler:
         return Outcome(ready=status.get("state") in ("Ready", "Succeeded"), requeue_after=self.settings.requeue.resync_s)
 
     def finalize(self, obj: dict[str, Any]) -> None:
-        """Stop the inference pods, then delete what the provisioner created for the workspace.
+        """Stop the inference or tuning pods, then delete what the provisioner created for the workspace.
 
-        The workload goes first so the servers shut down while their nodes still exist (no pods
-        stranded on vanished nodes); the Services and the rest go by owner references.
+        The workload (Deployment, StatefulSet or tuning Job, with background propagation) goes
+        first so the pods shut down while their nodes still exist (no pods stranded on vanished
+        nodes); the Services, the training ConfigMap copy and the rest go by owner references.
 
         Raises:
             NotReadyError: pods are still terminating, or NodeClaims (and their cloud nodes) are
@@ -116,12 +120,12 @@ class Reconciler:
         """
         meta = obj["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
-        for kind in ("Deployment", "StatefulSet"):
+        for kind in ("Deployment", "StatefulSet", "Job"):
             self.kube.delete_if_owned(kind, namespace, name, uid)
         pods = self.kube.list_pods(namespace, {LABEL_WORKSPACE: name})
         if pods:
             raise NotReadyError(
-                f"waiting for {len(pods)} inference pod(s) of workspace {namespace}/{name} to terminate",
+                f"waiting for {len(pods)} pod(s) of workspace {namespace}/{name} to terminate",
                 delay=self.settings.requeue.delete_s,
                 reason="PodsTerminating",
             )
@@ -143,11 +147,11 @@ class Reconciler:
         ws = checks.check(
             {k: v for k, v in obj.items() if k != "status"}, self.registry,
             cloud=settings.cloud.provider, provisioner=settings.node_provisioner.name, resolve_preset=resolve,
+            allowed_data_hosts=settings.tuning.allow_data_hosts,
         )
         revision = self._ensure_revision(obj)
         if ws.tuning is not None:
-            preset = resolve(ws.tuning.preset.name) if ws.tuning.preset else None
-            return plan_tuning(ws, preset, settings, Observed(generation=generation, revision=revision))
+            return self._read_tuning(ws, resolve(ws.tuning.preset.name), obj, generation, revision)
         assert ws.inference is not None
         if ws.inference.preset is None:
             raise ProvisioningError(
@@ -164,6 +168,42 @@ class Reconciler:
         pods = self._pods_if_not_ready(ws, workload)
         observed = Observed(generation=generation, revision=revision, provision=provision, workload=workload, pods=pods)
         return plan_inference(ws, preset, backend, provisioner, settings, observed)
+
+    def _read_tuning(self, ws: Workspace, preset: Preset, obj: dict[str, Any], generation: int, revision: str) -> Desired:
+        """Read what plan_tuning needs: the nodes (brought along by the provisioner), the Job, its
+        pods while it runs or after it failed, and the training ConfigMap when a Job is to be created."""
+        assert ws.tuning is not None
+        provisioner = self.provisioner
+        nodes = plan_tuning_nodes(ws, preset, self.settings)
+        # No nodes for a Job the API server would refuse (the planner says which secret name is wrong).
+        provision = None if secret_name_problems(ws) else provisioner.ensure_nodes(self.nodes, nodes.request)
+        digest = str((obj["metadata"].get("annotations") or {}).get(ANNOTATION_HASH, ""))
+        job = self.kube.get("Job", ws.namespace, ws.name)
+        action = job_action(job, digest)
+        pods: list[dict[str, Any]] = []
+        if action == "keep" and job is not None and not job_succeeded(job):  # pods say which step runs or failed
+            pods = self.kube.list_pods(ws.namespace, {LABEL_WORKSPACE: ws.name})
+        config = None
+        if action == "create" and provision is not None and provision.ready:
+            method = ws.tuning.method.value
+            config_ns, config_name = (ws.namespace, ws.tuning.config) if ws.tuning.config else \
+                (self.settings.tuning.default_config_namespace, default_config_name(method))
+            config = self.kube.get("ConfigMap", config_ns, config_name)
+        observed = Observed(generation=generation, revision=revision, provision=provision, job=job, pods=pods,
+                            spec_hash=digest, training_config=config)
+        return plan_tuning(ws, preset, provisioner, self.settings, observed)
+
+    def _apply_job(self, obj: dict[str, Any], desired: Desired) -> None:
+        """Create the planned tuning Job, or delete the one of an older spec (foreground: it stays,
+        marked, until its pods are gone, so the next one never shares the node with them)."""
+        meta = obj["metadata"]
+        if desired.job_action == "create" and desired.job is not None:
+            _, created = self.kube.apply(desired.job, meta.get("uid", ""))
+            if created:
+                log.info("Job %s/%s created", meta["namespace"], meta["name"])
+        elif desired.job_action == "replace":
+            if self.kube.delete_if_owned("Job", meta["namespace"], meta["name"], meta.get("uid", ""), foreground=True):
+                log.info("Job %s/%s of an older spec deleted", meta["namespace"], meta["name"])
 
     def _pods_if_not_ready(self, ws: Workspace, workload: dict[str, Any] | None) -> list[dict[str, Any]]:
         """The workspace's pods, read only when the workload exists and is not ready (to say why)."""

@@ -110,11 +110,20 @@ class ImageSettings(_Section):
     kaito-servers with the backends and huggingface_hub (the weights downloader uses it)."""
     adapter_puller: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
     """Image with skopeo that copies adapter images into /mnt/adapter/<name>."""
+    tuning: str = "kaito-tuning:0.1.0"
+    """Tuning image (name:tag under registry) that every step of a tuning Job runs (data fetch,
+    weights download, trainer, push): kaito-servers with torch, transformers, peft, bitsandbytes,
+    oras and the first-party preset plugins."""
 
     @property
     def inference(self) -> str:
         """The full default inference image reference."""
         return f"{self.registry}/{self.base}"
+
+    @property
+    def tuning_image(self) -> str:
+        """The full tuning image reference."""
+        return f"{self.registry}/{self.tuning}"
 
 
 class CpuInferenceSettings(_Section):
@@ -124,6 +133,23 @@ class CpuInferenceSettings(_Section):
     """Whole CPUs each CPU inference pod gets, as requests = limits (Guaranteed QoS), and the
     server's thread count: llama.cpp's worker threads spin, so more threads than guaranteed CPUs
     collapse under contention (KAITO_CPU_INFERENCE__CPUS)."""
+
+
+class TuningSettings(_Section):
+    """Fine-tuning: how tuning Workspaces run as Jobs."""
+
+    default_config_namespace: str = "kaito-system"
+    """Namespace of the default training configurations lora-params-template and
+    qlora-params-template, copied into a tuning Workspace's namespace when it sets no
+    tuning.config (the chart sets its release namespace)."""
+    backoff_limit: int = Field(default=1, ge=0, le=10)
+    """Retries of a failed tuning pod (the Job's backoffLimit). A step that fails for a reason a
+    retry cannot fix (bad data or configuration, a refused URL or secret: exit code 2) fails the
+    Job at once."""
+    allow_data_hosts: list[str] = Field(default_factory=list)
+    """Host names or IPs a tuning.input URL may use although they are loopback, private or
+    link-local (the SSRF guard refuses those in admission and in the download). For tests with a
+    local data server only; empty in production."""
 
 
 class ConcurrencySettings(_Section):
@@ -166,6 +192,7 @@ class OperatorSettings(BaseSettings):
     requeue: RequeueSettings = Field(default_factory=RequeueSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     cpu_inference: CpuInferenceSettings = Field(default_factory=CpuInferenceSettings)
+    tuning: TuningSettings = Field(default_factory=TuningSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)
     presets: PresetSourceSettings = Field(default_factory=PresetSourceSettings)
 

@@ -18,13 +18,10 @@ from typing import Any
 
 from kaito_core.api.workspace import Condition, ConditionType, WorkspaceState, WorkspaceStatus
 from kaito_core.provisioners import ProvisionResult
+from kaito_core.serving import TUNING_STEPS
 
 MAX_MESSAGE = 1024
 CT = ConditionType
-TUNING_NOT_AVAILABLE = (
-    "tuning Workspaces are accepted and validated, but this version of the operator has no tuning Job "
-    "controller: no nodes are provisioned and no Job runs; delete the Workspace or upgrade the operator"
-)
 
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 START_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
@@ -49,16 +46,34 @@ class WorkloadFacts:
 
 @dataclass(frozen=True)
 class TuningFacts:
-    """What the reconciler saw of a tuning workspace's Job (filled by the tuning controller)."""
+    """What the reconciler saw of a tuning workspace's Job and its pod
+    (:func:`kaito_core.operator.tuning.observe_job`), or why no Job can be created yet."""
 
-    controller_available: bool = False
-    """Whether this operator runs tuning Jobs; False until the tuning controller lands."""
     job_exists: bool = False
+    started: bool = False
+    """The Job has an active pod or has finished (upstream: active, ready or succeeded)."""
     active: int = 0
     """Pods of the Job running now."""
+    step: str = ""
+    """The step running now, or the one that failed (a container name of :data:`TUNING_STEPS`)."""
     succeeded: bool = False
-    failed_message: str = ""
-    """Non-empty when the Job failed: why."""
+    failed: bool = False
+    exit_code: int | None = None
+    """Exit code of the failed step."""
+    failure_reason: str = ""
+    """The kubelet's reason for the failed step (Error, OOMKilled), or the Job's Failed reason."""
+    failure_message: str = ""
+    """The failed step's termination message (the runner's error, or the tail of its log)."""
+    problem_reason: str = ""
+    """Set while the Job cannot go on: a pod problem (ImagePullError, ContainerStartError for a
+    missing Secret, Unschedulable) or no usable training config (TuningConfigNotFound/Invalid)."""
+    problem_message: str = ""
+    nodes_message: str = ""
+    """Non-empty while the nodes are not ready (no Job is created before)."""
+    replacing: bool = False
+    """The Job of an older spec is being deleted before the new one is created."""
+    output: str = ""
+    """Where the adapter goes (for the success message)."""
 
 
 @dataclass(frozen=True)
@@ -90,18 +105,55 @@ def _overall(ok: bool, reason: str, message: str, generation: int) -> list[Condi
     return [_cond(t, ok, reason, message, generation) for t in (CT.WORKSPACE_SUCCEEDED, CT.WORKSPACE_READY)]
 
 
+def tuning_failure_message(tuning: TuningFacts) -> str:
+    """One line naming the failed step, its exit code and its termination message (the cause and
+    the fix, as the runner writes them)."""
+    if not tuning.step:
+        detail = f"{tuning.failure_reason}: {tuning.failure_message}".strip(": ")
+        return f"the tuning Job failed ({detail or 'no pod left to say why'}); see kubectl describe job"
+    what = TUNING_STEPS.get(tuning.step, tuning.step)
+    how = "was killed for running out of memory (OOMKilled); use nodes with more memory" if tuning.failure_reason == "OOMKilled" \
+        else f"exited with code {tuning.exit_code}"
+    tail = _log_tail(tuning.failure_message).removesuffix("; ")
+    return f"the tuning Job failed at step {tuning.step} ({what}): it {how}" + (f"; {tail}" if tail else "")
+
+
 def _tuning_conditions(tuning: TuningFacts, gen: int) -> list[Condition]:
-    if not tuning.controller_available:
-        reason = "TuningControllerNotInstalled"
-        return [_cond(CT.JOB_STARTED, False, reason, TUNING_NOT_AVAILABLE, gen), *_overall(False, reason, TUNING_NOT_AVAILABLE, gen)]
-    started = tuning.job_exists
-    conds = [_cond(CT.JOB_STARTED, started, "JobStarted" if started else "JobPending",
-                   "the tuning Job has started" if started else "the tuning Job is not created yet", gen)]
-    if tuning.failed_message:
-        return conds + _overall(False, "WorkspaceTuningJobFailed", tuning.failed_message, gen)
+    started = tuning.started
+    if tuning.failed:
+        message = tuning_failure_message(tuning)
+        return [_cond(CT.JOB_STARTED, False, "WorkspaceTuningJobStatusFailed", message, gen),
+                *_overall(False, "TuningJobFailed", message, gen)]
+    if started:
+        job = _cond(CT.JOB_STARTED, True, "WorkspaceTuningJobStatusStarted", "the tuning Job has started", gen)
+    elif tuning.nodes_message:
+        job = _cond(CT.JOB_STARTED, False, "WorkspaceTuningJobStatusPending", f"waiting for nodes: {tuning.nodes_message}", gen)
+    else:
+        job = _cond(CT.JOB_STARTED, False, "WorkspaceTuningJobStatusPending", "the tuning Job has not started", gen)
     if tuning.succeeded:
-        return conds + _overall(True, "workspaceSucceeded", "the tuning Job has succeeded", gen)
-    return conds + _overall(False, "workspacePending", f"the tuning Job is running ({tuning.active} pod(s) active)", gen)
+        where = f": the adapter is in {tuning.output}" if tuning.output else ""
+        return [job, *_overall(True, "workspaceSucceeded", f"the tuning Job has succeeded{where}", gen)]
+    if tuning.problem_reason:
+        return [job, *_overall(False, tuning.problem_reason, tuning.problem_message, gen)]
+    if tuning.replacing:
+        message = "the spec changed: deleting the tuning Job of the previous revision before starting a new one"
+    elif tuning.nodes_message:
+        message = f"waiting for nodes: {tuning.nodes_message}"
+    elif tuning.step:
+        message = f"the tuning Job is running: step {tuning.step} ({TUNING_STEPS.get(tuning.step, tuning.step)})"
+    else:
+        message = "the tuning Job is starting"
+    return [job, *_overall(False, "workspacePending", message, gen)]
+
+
+def _resource_conditions(prov: ProvisionResult | None, gen: int) -> list[Condition]:
+    """The provisioner's own conditions, then ResourceReady (last)."""
+    conds = [_cond(extra.type, extra.status == "True", extra.reason, extra.message, gen) for extra in (prov.conditions if prov else ())]
+    if prov is not None and prov.ready:
+        return [*conds, _cond(CT.RESOURCE_READY, True, "workspaceResourceStatusSuccess", "workspace resource is ready", gen)]
+    reason = (prov.reason if prov else "") or "workspaceResourceStatusNotReady"
+    message = (prov.message if prov else "") or "node claim or node status condition not ready"
+    return [*conds, _cond(CT.RESOURCE_READY, False, reason, message, gen)]
 
 
 def desired_conditions(facts: Facts) -> list[Condition]:
@@ -110,7 +162,8 @@ def desired_conditions(facts: Facts) -> list[Condition]:
     if facts.invalid_message:
         return _overall(False, "WorkspaceInvalid", facts.invalid_message, gen)
     if facts.tuning is not None:
-        return _tuning_conditions(facts.tuning, gen)
+        return [*_resource_conditions(facts.provision, gen), *_tuning_conditions(facts.tuning, gen)] if facts.provision else \
+            _tuning_conditions(facts.tuning, gen)
     if facts.blocked_reason:
         return [
             _cond(CT.RESOURCE_READY, False, facts.blocked_reason, facts.blocked_message, gen),
@@ -118,18 +171,9 @@ def desired_conditions(facts: Facts) -> list[Condition]:
             *_overall(False, "workspacePending", facts.blocked_message, gen),
         ]
 
-    conds: list[Condition] = []
     prov = facts.provision
     resource_ok = bool(prov and prov.ready)
-    if prov is not None:
-        for extra in prov.conditions:
-            conds.append(_cond(extra.type, extra.status == "True", extra.reason, extra.message, gen))
-    if resource_ok:
-        resource = _cond(CT.RESOURCE_READY, True, "workspaceResourceStatusSuccess", "workspace resource is ready", gen)
-    else:
-        reason = (prov.reason if prov else "") or "workspaceResourceStatusNotReady"
-        message = (prov.message if prov else "") or "node claim or node status condition not ready"
-        resource = _cond(CT.RESOURCE_READY, False, reason, message, gen)
+    *conds, resource = _resource_conditions(prov, gen)
 
     wl = facts.workload
     pending = "WorkspaceInferenceStatusPending"
@@ -161,11 +205,11 @@ def _state(facts: Facts, conds: Sequence[Condition], previous: str | None) -> Wo
         return WorkspaceState.FAILED
     ready = any(c.type == CT.WORKSPACE_READY and c.status == "True" for c in conds)
     if facts.tuning is not None:
-        if facts.tuning.failed_message:
+        if facts.tuning.failed or facts.tuning.problem_reason in ("TuningConfigInvalid", "TuningSecretInvalid"):
             return WorkspaceState.FAILED
         if ready:
             return WorkspaceState.SUCCEEDED
-        return WorkspaceState.RUNNING if facts.tuning.job_exists else WorkspaceState.PENDING
+        return WorkspaceState.RUNNING if facts.tuning.started else WorkspaceState.PENDING
     if ready:
         return WorkspaceState.READY
     return WorkspaceState.NOT_READY if previous in ("Ready", "NotReady") else WorkspaceState.PENDING

@@ -2,8 +2,8 @@
 translate between kopf and the reconciler and nothing else.
 
 The indexes (``@kopf.index``) are the watch caches of :mod:`kaito_core.operator.cache`: kopf
-keeps the latest body of every NodeClaim, Node, Deployment, StatefulSet, Service and inference
-Pod in memory and starts no other handler before all of them are listed, so the reconciler
+keeps the latest body of every NodeClaim, Node, Deployment, StatefulSet, Service, tuning Job and
+workspace Pod in memory and starts no other handler before all of them are listed, so the reconciler
 reads from memory. The event handlers on the same objects wake the owning workspace.
 
 Why a daemon per Workspace rather than ``on.create``/``on.update`` with retries: kopf's retry
@@ -95,6 +95,11 @@ def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.O
         """The inference pods by (namespace, name)."""
         return {object_key(body): slim("Pod", body)}
 
+    @kopf.index("batch", "v1", "jobs", id=INDEX_IDS["Job"], labels=workspace_label, registry=registry)
+    def index_jobs(*, body: kopf.Body, **_: Any) -> dict[object, dict[str, Any]]:
+        """The tuning Jobs by (namespace, name)."""
+        return {object_key(body): slim("Job", body)}
+
     # -- workspaces ---------------------------------------------------------------------------
 
     @kopf.daemon(GROUP, STORAGE_VERSION, PLURAL, id="reconcile", registry=registry, cancellation_timeout=30.0)
@@ -164,6 +169,13 @@ def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.O
             ident = (str(body.get("kind", "Workload")), ns, body["metadata"]["name"])
             _ctx(memo).pokes.poke_if_changed(ident, key, fingerprint.workload(body), deleted=type == "DELETED")
 
+    @kopf.on.event("batch", "v1", "jobs", id="watch-jobs", labels={LABEL_WORKSPACE: kopf.PRESENT}, registry=registry)
+    async def job_event(*, type: str, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+        """A tuning Job started, finished or went away: wake its workspace."""
+        ns = namespace or ""
+        key = (ns, labels[LABEL_WORKSPACE])
+        _ctx(memo).pokes.poke_if_changed(("Job", ns, body["metadata"]["name"]), key, fingerprint.job(body), deleted=type == "DELETED")
+
     # -- admission --------------------------------------------------------------------------------
 
     @kopf.on.validate(GROUP, PLURAL, id="validate-workspace", operations=["CREATE", "UPDATE"], registry=registry)
@@ -200,7 +212,7 @@ def _check_admission(ctx: OperatorContext, body: Mapping[str, Any], old: Mapping
     try:
         checks.check(
             obj, ctx.registry, old=previous, cloud=ctx.settings.cloud.provider, provisioner=ctx.settings.node_provisioner.name,
-            resolve_preset=ctx.reconciler.presets.resolver(obj),
+            resolve_preset=ctx.reconciler.presets.resolver(obj), allowed_data_hosts=ctx.settings.tuning.allow_data_hosts,
         )
     except ValidationError as exc:
         raise kopf.AdmissionError(exc.render(), code=422) from exc

@@ -55,7 +55,12 @@ def has_credentials(docker_config: Path | None, registry: str) -> bool:
     return any(key.removeprefix("https://").removeprefix("http://").rstrip("/").split("/")[0] == registry for key in auths)
 
 
-def _client(registry: str, verify: bool | str, docker_config: Path | None) -> Any:
+def registry_client(registry: str, verify: bool | str, docker_config: Path | None) -> Any:
+    """An oras client for ``registry`` with the auth scheme its challenge asks for.
+
+    Raises:
+        AdapterPullError: the registry is unreachable, or wants a password ``docker_config`` lacks.
+    """
     import oras.provider
     import requests
 
@@ -99,26 +104,37 @@ def is_adapter_dir(path: Path) -> bool:
     return (path / "adapter_config.json").is_file() or any(path.glob("*.gguf"))
 
 
-def pull_adapter(image: str, dest: Path, *, docker_config: Path | None = None, ca_file: Path | None = None) -> list[Path]:
-    """Fetch ``image`` into ``dest`` (created); the adapter files written.
+def pull_artifact(image: str, dest: Path, *, docker_config: Path | None = None, ca_file: Path | None = None) -> list[Path]:
+    """Fetch the files of ``image`` into ``dest`` (created): an artifact's titled layers at the
+    root, a container image's ``data/`` files; returns the files written.
 
     Raises:
-        AdapterPullError: the registry refuses or is unreachable, or the artifact holds no adapter.
+        AdapterPullError: the registry refuses or is unreachable.
     """
     verify: bool | str = str(ca_file) if ca_file else True
-    client = _client(registry_of(image), verify, docker_config)
+    client = registry_client(registry_of(image), verify, docker_config)
     dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="adapter-", dir=dest.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest) as tmp:  # dest is the writable volume
         try:
             fetched = client.pull(target=image, config_path=str(docker_config) if docker_config else None, outdir=tmp)
         except Exception as exc:  # the SDK raises ValueError / requests errors with the registry's answer
-            raise AdapterPullError(f"cannot pull adapter {image}: {exc}") from exc
+            raise AdapterPullError(f"cannot pull {image}: {exc}") from exc
         written: list[Path] = []
         for path in map(Path, fetched):
             if path.name.startswith("sha256:") and tarfile.is_tarfile(path):
                 written += _extract_data_dir(path, dest)
             elif path.is_file():
                 written.append(Path(shutil.move(str(path), dest / path.name)))
+    return written
+
+
+def pull_adapter(image: str, dest: Path, *, docker_config: Path | None = None, ca_file: Path | None = None) -> list[Path]:
+    """Fetch ``image`` into ``dest`` (created); the adapter files written.
+
+    Raises:
+        AdapterPullError: the registry refuses or is unreachable, or the artifact holds no adapter.
+    """
+    written = pull_artifact(image, dest, docker_config=docker_config, ca_file=ca_file)
     if not is_adapter_dir(dest):
         raise AdapterPullError(
             f"adapter {image} holds no adapter: expected {' / '.join(ADAPTER_FILES)} at the artifact root "

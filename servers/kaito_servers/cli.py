@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kaito_servers.adapter_pull import add_parser as add_pull_parser
 
     add_pull_parser(sub)
+    from kaito_servers.tuning.oci import add_push_parser
+
+    add_push_parser(sub)
     return parser
 
 
@@ -152,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kaito_servers.adapter_pull import run as run_pull
 
         return run_pull(build_parser().parse_args(args))
+    if args and args[0] == "push-adapter":
+        from kaito_servers.tuning.oci import run_push
+
+        return run_push(build_parser().parse_args(args))
     if args and args[0] not in ("serve", "-h", "--help"):
         args.insert(0, "serve")  # `kaito-serve --model ...` means `serve`
     if not args:

@@ -20,6 +20,8 @@ class FakeApiServer:
         self.objects: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.created: list[dict[str, Any]] = []
+        self.deletes: list[tuple[str, str | None]] = []
+        """(path, propagationPolicy) of every DELETE."""
         self.ready_workloads = ready_workloads
         self._versions = itertools.count(1)
         for obj in objects:
@@ -29,9 +31,10 @@ class FakeApiServer:
     def path_of(obj: dict[str, Any]) -> str:
         kind, meta = obj["kind"], obj["metadata"]
         plural = {"NodeClaim": "nodeclaims", "Node": "nodes", "Deployment": "deployments", "StatefulSet": "statefulsets",
-                  "Service": "services", "Pod": "pods", "Workspace": "workspaces", "Secret": "secrets"}[kind]
+                  "Service": "services", "Pod": "pods", "Workspace": "workspaces", "Secret": "secrets", "Job": "jobs",
+                  "ConfigMap": "configmaps"}[kind]
         group = {"NodeClaim": "/apis/karpenter.sh/v1", "Deployment": "/apis/apps/v1", "StatefulSet": "/apis/apps/v1",
-                 "Workspace": "/apis/kaito.sh/v1beta1"}.get(kind, "/api/v1")
+                 "Workspace": "/apis/kaito.sh/v1beta1", "Job": "/apis/batch/v1"}.get(kind, "/api/v1")
         ns = f"/namespaces/{meta['namespace']}" if meta.get("namespace") and kind not in ("NodeClaim", "Node") else ""
         return f"{group}{ns}/{plural}/{meta['name']}"
 
@@ -43,6 +46,8 @@ class FakeApiServer:
 
     def __call__(self, api: Any, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None, **_: Any) -> dict[str, Any]:
         self.calls.append((method, path))
+        if method == "DELETE":
+            self.deletes.append((path, (body or {}).get("propagationPolicy")))
         verb, _resource = api_verb_and_resource(method, path)
         if verb == "list":
             selector = dict(p.split("=", 1) for p in (query or {}).get("labelSelector", "").split(",") if p)

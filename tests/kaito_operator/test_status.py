@@ -68,7 +68,7 @@ def test_invalid_and_tuning_workspaces_say_so() -> None:
     invalid = build_status(Facts(generation=2, invalid_message="Workspace 'x' is invalid (1 problem):\n  - resource.instanceType: unknown"), None, now=T0)
     assert invalid["state"] == "Failed" and "resource.instanceType" in conds(invalid)["WorkspaceReady"]["message"]
     tuning = build_status(Facts(generation=1, tuning=TuningFacts()), None, now=T0)
-    assert conds(tuning)["JobStarted"]["reason"] == "TuningControllerNotInstalled"
+    assert conds(tuning)["JobStarted"]["reason"] == "WorkspaceTuningJobStatusPending" and tuning["state"] == "Pending"
 
 
 def pod(**status: object) -> dict:
@@ -112,7 +112,8 @@ def written_condition_types() -> set[str]:
     scenarios = [
         Facts(generation=1, invalid_message="bad"),
         Facts(generation=1, tuning=TuningFacts()),
-        Facts(generation=1, tuning=TuningFacts(controller_available=True, job_exists=True, succeeded=True)),
+        Facts(generation=1, tuning=TuningFacts(job_exists=True, started=True, succeeded=True)),
+        Facts(generation=1, provision=READY, tuning=TuningFacts(job_exists=True, started=True, failed=True, step="trainer", exit_code=2)),
         Facts(generation=1, blocked_reason="PluginMissing", blocked_message="install it"),
         Facts(generation=1, provision=NOT_READY),
         Facts(generation=1, provision=READY, workload=WorkloadFacts(exists=True, problem_reason="ImagePullError", problem_message="x")),

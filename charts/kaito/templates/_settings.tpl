@@ -55,8 +55,16 @@ The operator's KAITO_* environment, one variable per settings field.
   value: {{ include "kaito.image" (dict "ref" .Values.images.base "root" $) | quote }}
 - name: KAITO_IMAGES__ADAPTER_PULLER
   value: {{ include "kaito.image" (dict "ref" .Values.images.adapterPuller "root" $) | quote }}
+- name: KAITO_IMAGES__TUNING
+  value: {{ include "kaito.image" (dict "ref" .Values.images.tuning "root" $) | quote }}
 - name: KAITO_CPU_INFERENCE__CPUS
   value: {{ .Values.cpuInference.cpus | int64 | toString | quote }}
+- name: KAITO_TUNING__DEFAULT_CONFIG_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: KAITO_TUNING__BACKOFF_LIMIT
+  value: {{ .Values.tuning.backoffLimit | int64 | toString | quote }}
+- name: KAITO_TUNING__ALLOW_DATA_HOSTS
+  value: {{ .Values.tuning.allowDataHosts | toJson | quote }}
 - name: KAITO_CONCURRENCY__WORKERS
   value: {{ .Values.concurrency.workers | int64 | toString | quote }}
 - name: KAITO_PRESETS__HUB

@@ -39,6 +39,11 @@ environment (a flag wins over its variable; upstream names in parentheses are fa
   KAITO_TUNING_DATA_DIR (DATASET_FOLDER_PATH)  input data          [/mnt/data]
   KAITO_TUNING_DATA_URLS (DATA_URLS)       space-separated URLs downloaded into the data dir first
   KAITO_TUNING_ALLOW_HOSTS                 hosts exempt from the SSRF address rules (tests only)
+  KAITO_TUNING_DATA_IMAGE                  OCI image/artifact with the data, pulled into the data dir first
+  KAITO_TUNING_PULL_AUTH_<n>               .dockerconfigjson of its pull secrets (set by the operator)
+  KAITO_TUNING_PUSH_IMAGE, KAITO_TUNING_PUSH_AUTH   with --check-only: the push secret must have
+                                           credentials for the output image's registry, and the
+                                           registry must accept them (KAITO_ADAPTER_CA_FILE: its CA)
   KAITO_TUNING_OUTPUT_DIR                  adapter + checkpoints   [TrainingArguments.output_dir, /mnt/results]
   KAITO_TUNING_METRICS_PORT / _HOST        Prometheus /metrics     [off / 0.0.0.0]
   KAITO_TUNING_METRICS_FILE                Prometheus textfile     [off]
@@ -90,6 +95,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-url", action="append", default=(_env("KAITO_TUNING_DATA_URLS", "DATA_URLS") or "").split() or None,
                    metavar="URL", help="download this file into --data-dir first (repeatable; SSRF-guarded, retried, "
                    "size-limited; hosts in KAITO_TUNING_ALLOW_HOSTS are exempt from the address rules)")
+    p.add_argument("--data-image", default=_env("KAITO_TUNING_DATA_IMAGE"), metavar="REF",
+                   help="pull this OCI artifact/image (files at its root, or an image's /data) into --data-dir first; "
+                   "credentials from KAITO_TUNING_PULL_AUTH_<n>")
     p.add_argument("--output-dir", default=_env("KAITO_TUNING_OUTPUT_DIR"), metavar="DIR", help="where the adapter and checkpoints go")
     p.add_argument("--metrics-port", type=int, default=int(_env("KAITO_TUNING_METRICS_PORT") or -1), metavar="N",
                    help="serve Prometheus metrics on this port (0 picks a free one; -1 off)")
@@ -186,7 +194,15 @@ def _run(ns: argparse.Namespace) -> int:
 
         for url in ns.data_url:
             fetch_url(url, paths.data_dir, allow_hosts=allowed_hosts_from_env())
+    if ns.data_image:
+        from kaito_servers.tuning.oci import pull_data_image
+
+        pull_data_image(ns.data_image, paths.data_dir, os.environ)
     if ns.check_only:
+        from kaito_servers.tuning.oci import check_push_credentials
+
+        ca = os.environ.get("KAITO_ADAPTER_CA_FILE")
+        check_push_credentials(os.environ, ca_file=Path(ca) if ca else None)
         rows = _check_data(config, paths)
         log.info("config and data are valid", extra={"method": method, "rows": rows, "data_dir": str(paths.data_dir)})
         return 0
