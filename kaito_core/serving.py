@@ -54,6 +54,22 @@ TUNING_STEPS = {
 names the step that failed)."""
 ADAPTERS_DIR = "/mnt/adapter"
 """Where LoRA adapters are mounted in inference pods: one directory per adapter name."""
+ADAPTER_PULL_COMMAND = ("python3", "-m", "kaito_servers", "pull-adapter")
+"""The adapter puller (kaito-servers' ``pull-adapter``, on the oras SDK): the operator's adapter
+init containers run it, in the workload's inference image unless a separate puller image is set."""
+ADAPTER_IMAGE_ENV = "ADAPTER_IMAGE"
+"""The puller's input: the adapter artifact reference (``<registry>/<repo>:<tag>``)."""
+ADAPTER_DIR_ENV = "ADAPTER_DIR"
+"""The puller's output: the adapter's directory, ``<ADAPTERS_DIR>/<adapter name>``."""
+ADAPTER_PULL_SECRET_FILE = "/etc/kaito/pull-secret/.dockerconfigjson"
+"""Where the puller finds the adapter's first imagePullSecret (a ``kubernetes.io/dockerconfigjson``
+Secret, mounted with its one key) when the adapter names one."""
+ADAPTER_CA_FILE_ENV = "KAITO_ADAPTER_CA_FILE"
+"""A CA bundle the puller trusts for the adapter's registry (a private registry's own CA); unset:
+the image's system CAs."""
+ADAPTER_CA_FILE = "/etc/kaito/adapter-ca/ca.crt"
+"""Where the operator mounts the configured CA bundle ConfigMap key (the value of
+:data:`ADAPTER_CA_FILE_ENV` in its pods)."""
 ADAPTER_STRENGTHS_ENV = "KAITO_ADAPTER_STRENGTHS"
 """Environment variable carrying the adapters' strengths: a JSON object ``{name: strength}``."""
 HF_TOKEN_KEY = "HF_TOKEN"

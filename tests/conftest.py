@@ -21,6 +21,9 @@ from tests.fakes import BackendsPlugin
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
+#: The examples for node auto-provisioning with kaito-phi3's presets (the :func:`registry` below);
+#: the CPU Gemma example is for bring-your-own nodes with kaito-gemma3 (tests/test_validation.py).
+PHI3_EXAMPLES = [p for p in EXAMPLES if "_phi_3" in p.name]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

@@ -10,10 +10,20 @@ from kaito_core.api.crd import render_crd
 from tests.conftest import ROOT, run_kaito
 
 
-def test_validate_accepts_the_examples_with_a_glob() -> None:
+#: Examples written for bring-your-own nodes (the local cluster's real CPU node): no instanceType.
+BYO_EXAMPLES = ("examples/inference/kaito_workspace_gemma_3_270m_cpu.yaml",)
+
+
+def test_validate_accepts_every_example_in_the_mode_it_is_written_for() -> None:
     result = run_kaito("validate", "examples/**/*.yaml")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("is valid") == 3
+    assert result.stdout.count("is valid") == 3, result.stderr
+    # Node auto-provisioning (the default) needs an instanceType; the CPU example is for your own node.
+    assert result.returncode == 1 and "1 invalid of 4 Workspace document(s)" in result.stderr
+    assert f"{BYO_EXAMPLES[0]}: Workspace 'workspace-gemma-3-270m-cpu' is invalid" in result.stderr
+    assert "use bring-your-own nodes (kaito validate --byo)" in result.stderr
+    byo = run_kaito("validate", "--byo", *BYO_EXAMPLES)
+    assert byo.returncode == 0, byo.stderr
+    assert byo.stdout.count("is valid") == len(BYO_EXAMPLES)
 
 
 def test_validate_a_directory_and_the_console_script() -> None:
@@ -21,7 +31,7 @@ def test_validate_a_directory_and_the_console_script() -> None:
     import sys
 
     kaito = str(Path(sys.executable).parent / "kaito")  # the console script installed with this venv
-    result = subprocess.run([kaito, "validate", "examples"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    result = subprocess.run([kaito, "validate", "examples/fine-tuning"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "workspace-tuning-phi-3" in result.stdout
 
@@ -29,7 +39,7 @@ def test_validate_a_directory_and_the_console_script() -> None:
 def test_validate_without_kaito_phi3_names_the_package() -> None:
     result = run_kaito("validate", "examples", hide=["kaito-phi3"])
     assert result.returncode == 1
-    assert "3 invalid of 3 Workspace document(s)" in result.stderr
+    assert "4 invalid of 4 Workspace document(s)" in result.stderr  # the CPU Gemma example is for --byo
     assert "inference.preset.name: Unsupported inference preset name phi-3-mini-4k-instruct" in result.stderr
     assert "tuning.preset.name: Unsupported tuning preset name phi-3-mini-128k-instruct" in result.stderr
     assert "pip install kaito-phi3" in result.stderr

@@ -12,7 +12,7 @@ from kaito_core.errors import FieldError, ValidationError
 from kaito_core.plugins import Registry
 from kaito_core.sku import NodeGPUFacts
 from kaito_core.validation import ValidationContext, check_workspace, loc_to_path, parse_workspace, validate_workspace
-from tests.conftest import EXAMPLES, load_example
+from tests.conftest import PHI3_EXAMPLES, load_example
 from tests.fakes import BackendsPlugin, FakeMultiNode
 
 INFER = "kaito_workspace_phi_3.yaml"
@@ -135,7 +135,7 @@ def test_there_are_at_least_25_distinct_cases() -> None:
     assert len({c[0] for c in CASES}) >= 25
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+@pytest.mark.parametrize("path", PHI3_EXAMPLES, ids=[p.name for p in PHI3_EXAMPLES])
 def test_examples_are_valid(registry: Registry, path: Any) -> None:
     import yaml
 
@@ -143,8 +143,17 @@ def test_examples_are_valid(registry: Registry, path: Any) -> None:
     assert validate_workspace(parse_workspace(obj), registry) == []
 
 
+def test_the_cpu_example_is_valid_on_bring_your_own_nodes_only() -> None:
+    import kaito_gemma3
+
+    registry = Registry.from_plugins(kaito_gemma3, BackendsPlugin())
+    ws = parse_workspace(load_example("kaito_workspace_gemma_3_270m_cpu.yaml"))
+    assert validate_workspace(ws, registry, ctx=ValidationContext(node_auto_provisioning=False)) == []
+    assert [e.path for e in validate_workspace(ws, registry)] == ["resource.instanceType"]
+
+
 def test_examples_are_valid_without_any_backend_installed(registry_no_backends: Registry) -> None:
-    for path in EXAMPLES:
+    for path in PHI3_EXAMPLES:
         import yaml
 
         check_workspace(yaml.safe_load(path.read_text()), registry_no_backends)

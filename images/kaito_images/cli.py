@@ -25,7 +25,7 @@ def _say(message: str) -> None:
 
 
 def image_ref(name: ImageName, tag: str = LOCAL_TAG) -> str:
-    """``127.0.0.1:<port>/<name>:<tag>`` in the local registry."""
+    """``10.88.0.1:<port>/<name>:<tag>`` in the local registry (host, containerd and pods alike)."""
     return f"{registry_address()}/{name.value}:{tag}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,21 @@ from kaito_core.api.labels import ANNOTATION_ENABLE_LB, ANNOTATION_REVISION, LAB
 from kaito_core.api.workspace import Workspace
 from kaito_core.backends import ServerSpec
 from kaito_core.presets import Preset
-from kaito_core.serving import ADAPTERS_DIR, CONFIG_DIR, DISTRIBUTED_PORT, GPU_RESOURCE, SERVICE_HTTP_PORT, THREADS_ENV, WEIGHTS_DIR
+from kaito_core.serving import (
+    ADAPTER_CA_FILE,
+    ADAPTER_CA_FILE_ENV,
+    ADAPTER_DIR_ENV,
+    ADAPTER_IMAGE_ENV,
+    ADAPTER_PULL_COMMAND,
+    ADAPTER_PULL_SECRET_FILE,
+    ADAPTERS_DIR,
+    CONFIG_DIR,
+    DISTRIBUTED_PORT,
+    GPU_RESOURCE,
+    SERVICE_HTTP_PORT,
+    THREADS_ENV,
+    WEIGHTS_DIR,
+)
 
 ANNOTATION_APPLIED_HASH = "kaito.sh/applied-hash"
 """On every child: sha256 of the object as the operator built it; a mismatch means "update it"."""
@@ -45,12 +60,15 @@ class WorkloadInputs:
     """Inference image when the backend names none."""
     backend_name: str
     adapter_puller_image: str
+    """Image of the adapter init containers; empty: the workload's inference image."""
     distributed: bool = False
     """True when the backend splits one model across the nodes (torch.distributed); False when
     several nodes run independent replicas."""
     extra_labels: dict[str, str] = field(default_factory=dict)
     cpus: int = 0
     """Whole CPUs of a CPU inference pod (requests = limits = server threads); 0 on GPU pods."""
+    adapter_ca: tuple[str, str] | None = None
+    """(ConfigMap, key) of a CA bundle the adapter puller trusts; None: the image's system CAs."""
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -114,25 +132,43 @@ def leader_address(ws: Workspace) -> str:
 
 # -- adapters -------------------------------------------------------------------------------------
 
-PULL_SCRIPT = """set -eu
-rm -rf /tmp/img /tmp/out && mkdir -p /tmp/out "$ADAPTER_DIR"
-AUTH=""
-if [ -f /etc/kaito/pull-secret/.dockerconfigjson ]; then AUTH="--src-authfile /etc/kaito/pull-secret/.dockerconfigjson"; fi
-skopeo copy --retry-times 3 $AUTH "docker://$ADAPTER_IMAGE" dir:/tmp/img
-for blob in /tmp/img/*; do
-  case "$(basename "$blob")" in manifest.json|version) continue ;; esac
-  tar -xf "$blob" -C /tmp/out 2>/dev/null || true
-done
-if [ -d /tmp/out/data ]; then cp -r /tmp/out/data/. "$ADAPTER_DIR"/; else cp -r /tmp/out/. "$ADAPTER_DIR"/; fi
-test -f "$ADAPTER_DIR/adapter_config.json" || { echo "adapter image $ADAPTER_IMAGE has no adapter_config.json (expected under /data)" >&2; exit 1; }
-"""
+ADAPTER_PULLER_MEMORY = "512Mi"
+"""Memory of an adapter init container on a CPU pod (Python, the oras SDK and one streamed file);
+its CPUs are the pod's, so the pod stays Guaranteed (every container has requests = limits)."""
 
 
-def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+def _adapter_puller(inputs: WorkloadInputs, image: str, name: str, source_image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The init container that fetches one adapter artifact with ``python3 -m kaito_servers pull-adapter``
+    (env names and paths: :mod:`kaito_core.serving`)."""
+    env: list[dict[str, Any]] = [
+        {"name": ADAPTER_IMAGE_ENV, "value": source_image},
+        {"name": ADAPTER_DIR_ENV, "value": f"{ADAPTERS_DIR}/{name}"},
+    ]
+    if inputs.adapter_ca is not None:
+        env.append({"name": ADAPTER_CA_FILE_ENV, "value": ADAPTER_CA_FILE})
+        mounts = [*mounts, {"name": "adapter-ca", "mountPath": posixpath.dirname(ADAPTER_CA_FILE), "readOnly": True}]
+    container: dict[str, Any] = {
+        "name": f"puller-{_dns_label(name)}",
+        "image": inputs.adapter_puller_image or image,
+        "command": list(ADAPTER_PULL_COMMAND),
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": {**_container_security(), "readOnlyRootFilesystem": True},
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
+    }
+    if inputs.cpus > 0:
+        amount = {"cpu": str(inputs.cpus), "memory": ADAPTER_PULLER_MEMORY}
+        container["resources"] = {"requests": dict(amount), "limits": dict(amount)}
+    return container
+
+
+def _adapter_parts(inputs: WorkloadInputs, image: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(initContainers, volumes, main-container volumeMounts) for the workspace's adapters.
 
-    Strengths reach the server through the backend's ServerSpec.env (the variable
-    :data:`~kaito_core.serving.ADAPTER_STRENGTHS_ENV`), not through per-adapter variables."""
+    An image adapter gets a puller init container (``image``, the workload's inference image,
+    unless ``images.adapterPuller`` names another) with the adapter's first imagePullSecret and the
+    configured CA bundle mounted. Strengths reach the server through the backend's ServerSpec.env
+    (the variable :data:`~kaito_core.serving.ADAPTER_STRENGTHS_ENV`), not through per-adapter variables."""
     inference = inputs.workspace.inference
     adapters = inference.adapters if inference else []
     inits: list[dict[str, Any]] = []
@@ -142,6 +178,10 @@ def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[d
     if image_adapters:
         volumes.append({"name": "adapter-volume", "emptyDir": {}})
         mounts.append({"name": "adapter-volume", "mountPath": ADAPTERS_DIR})
+        if inputs.adapter_ca is not None:
+            config_map, key = inputs.adapter_ca
+            volumes.append({"name": "adapter-ca", "configMap": {
+                "name": config_map, "items": [{"key": key, "path": posixpath.basename(ADAPTER_CA_FILE)}]}})
     for adapter in adapters:
         name = adapter.source.name or ""
         if adapter.source.image:
@@ -150,21 +190,8 @@ def _adapter_parts(inputs: WorkloadInputs) -> tuple[list[dict[str, Any]], list[d
             if secrets:
                 vol = f"pull-secret-{_dns_label(name)}"
                 volumes.append({"name": vol, "secret": {"secretName": secrets[0], "optional": False}})
-                init_mounts.append({"name": vol, "mountPath": "/etc/kaito/pull-secret", "readOnly": True})
-            inits.append(
-                {
-                    "name": f"puller-{_dns_label(name)}",
-                    "image": inputs.adapter_puller_image,
-                    "command": ["/bin/sh", "-c", PULL_SCRIPT],
-                    "env": [
-                        {"name": "ADAPTER_IMAGE", "value": adapter.source.image},
-                        {"name": "ADAPTER_DIR", "value": f"{ADAPTERS_DIR}/{name}"},
-                    ],
-                    "volumeMounts": init_mounts,
-                    "securityContext": _container_security(),
-                    "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
-                }
-            )
+                init_mounts.append({"name": vol, "mountPath": posixpath.dirname(ADAPTER_PULL_SECRET_FILE), "readOnly": True})
+            inits.append(_adapter_puller(inputs, image, name, adapter.source.image, init_mounts))
         elif adapter.source.volume_source:
             vol = f"adapter-{_dns_label(name)}"
             volumes.append({"name": vol, **adapter.source.volume_source})
@@ -255,7 +282,6 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     """The inference pod template (labels, affinity, tolerations, container, volumes, probes)."""
     ws, server = inputs.workspace, inputs.server
     inference = ws.inference
-    adapter_inits, adapter_volumes, adapter_mounts = _adapter_parts(inputs)
 
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(server.env.items())]
     options = inference.preset.preset_options if inference and inference.preset else None
@@ -275,6 +301,7 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     if server.shm_gib:
         shm["sizeLimit"] = f"{int(server.shm_gib * 1024)}Mi"
     image = server.image or (options.image if options and options.image else inputs.image)
+    adapter_inits, adapter_volumes, adapter_mounts = _adapter_parts(inputs, image)
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": shm}]
     mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
     inits = list(adapter_inits)

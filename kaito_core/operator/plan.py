@@ -183,6 +183,7 @@ def workload_inputs(
         backend_name=backend.name,
         distributed=nodes.nodes > 1 and backend.supports_multi_node,
         adapter_puller_image=settings.images.adapter_puller,
+        adapter_ca=(settings.adapter_pull.ca_config_map, settings.adapter_pull.ca_config_map_key) if settings.adapter_pull.ca_config_map else None,
         cpus=settings.cpu_inference.cpus if nodes.gpus_per_node == 0 else 0,
     )
 

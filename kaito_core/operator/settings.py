@@ -108,8 +108,11 @@ class ImageSettings(_Section):
     base: str = "kaito-servers:0.1.0"
     """Inference image (name:tag under registry) when the backend names none; it must contain
     kaito-servers with the backends and huggingface_hub (the weights downloader uses it)."""
-    adapter_puller: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
-    """Image with skopeo that copies adapter images into /mnt/adapter/<name>."""
+    adapter_puller: str = ""
+    """Image of the adapter init containers, which run ``python3 -m kaito_servers pull-adapter``
+    to fetch each adapter artifact into /mnt/adapter/<name>. Empty: the workload's own inference
+    image (it contains kaito-servers); set it only to pull with a separate image that has
+    kaito-servers[serve]."""
     tuning: str = "kaito-tuning:0.1.0"
     """Tuning image (name:tag under registry) that every step of a tuning Job runs (data fetch,
     weights download, trainer, push): kaito-servers with torch, transformers, peft, bitsandbytes,
@@ -124,6 +127,18 @@ class ImageSettings(_Section):
     def tuning_image(self) -> str:
         """The full tuning image reference."""
         return f"{self.registry}/{self.tuning}"
+
+
+class AdapterPullSettings(_Section):
+    """How the adapter init containers reach the adapters' registries."""
+
+    ca_config_map: str = ""
+    """A ConfigMap, in each Workspace's namespace, holding a CA bundle the adapter puller trusts
+    (a private registry with its own CA); mounted into the puller, whose KAITO_ADAPTER_CA_FILE
+    names it. Empty: the image's system CAs. On a cluster whose registry uses the cluster CA,
+    kube-root-ca.crt (present in every namespace) serves."""
+    ca_config_map_key: str = "ca.crt"
+    """The key of the CA bundle in caConfigMap."""
 
 
 class CpuInferenceSettings(_Section):
@@ -191,6 +206,7 @@ class OperatorSettings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     requeue: RequeueSettings = Field(default_factory=RequeueSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    adapter_pull: AdapterPullSettings = Field(default_factory=AdapterPullSettings)
     cpu_inference: CpuInferenceSettings = Field(default_factory=CpuInferenceSettings)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
     concurrency: ConcurrencySettings = Field(default_factory=ConcurrencySettings)

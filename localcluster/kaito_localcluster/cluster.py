@@ -46,7 +46,7 @@ from .node import HostLease, NodeError, RealNode, cleanup_node, create_bridge
 from .nodebuild import NodeTools, ensure_node_tools
 from .nodeconfig import BRIDGE_IP, NODE_NAME
 from .pki import ClientIdentity, Pki, generate_pki, issue_serving_cert, load_ca
-from .registry import REGISTRY_PORT, RegistryClient, registry_address, registry_binary, registry_config
+from .registry import REGISTRY_HOST, REGISTRY_PORT, RegistryClient, registry_address, registry_binary, registry_config
 from .registry import credentials as registry_credentials
 
 log = logging.getLogger(__name__)
@@ -415,6 +415,17 @@ class LocalCluster:
         return self._api
 
     @property
+    def registry_address(self) -> str:
+        """``10.88.0.1:<port>``: the local registry as the host, the node's containerd and pods all
+        reach it; the one prefix of image and adapter references (``<address>/<repo>:<tag>``).  Pods
+        verify its TLS with the cluster CA from the ``kube-root-ca.crt`` ConfigMap
+        (:data:`~kaito_localcluster.registry.CA_CONFIGMAP`) and log in with
+        :meth:`~kaito_localcluster.registry.Credentials.pull_secret`."""
+        if not self.want_real_node:
+            raise ClusterError("this cluster has no real node, hence no local registry (start it with real_node=True)")
+        return registry_address()
+
+    @property
     def ca_file(self) -> Path:
         """The cluster CA certificate (also trusted as client CA)."""
         return self._require_pki().ca_cert
@@ -637,7 +648,8 @@ class LocalCluster:
         """Start the local registry (TLS from the cluster CA, htpasswd auth) and wait until it answers."""
         pki = self._require_pki()
         creds = registry_credentials()
-        cert_pem, key_pem = self.issue_serving_cert(("localhost",), ("127.0.0.1",))
+        # The bridge (created in _prepare_host) carries REGISTRY_HOST, so the registry can bind it.
+        cert_pem, key_pem = self.issue_serving_cert((), (REGISTRY_HOST,))
         (node_dir / "registry.crt").write_bytes(cert_pem)
         (node_dir / "registry.key").write_bytes(key_pem)
         os.chmod(node_dir / "registry.key", 0o600)
@@ -1045,7 +1057,7 @@ class LocalCluster:
         return result
 
     def push_image(self, image: BuiltImage, repo: str | None = None, tag: str | None = None) -> str:
-        """Push a built image to the real node's registry; return ``127.0.0.1:<port>/<repo>:<tag>``."""
+        """Push a built image to the real node's registry; return ``10.88.0.1:<port>/<repo>:<tag>``."""
         if self.registry is None:
             raise ClusterError("this cluster has no real node, hence no local registry (start it with real_node=True)")
         return self.registry.push(image, repo or image.name, tag or image.tag)

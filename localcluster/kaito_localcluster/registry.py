@@ -1,8 +1,15 @@
 """The local OCI registry of the real node: Debian's ``docker-registry`` (distribution 2.8).
 
-It listens on ``127.0.0.1:<port>`` only (:data:`REGISTRY_PORT`, ``$KAITO_REGISTRY_PORT``), serves
-TLS with a certificate from the cluster CA (containerd trusts that CA through ``certs.d``), and
-requires basic auth from an htpasswd file, so a pod only pulls with an ``imagePullSecret``.
+It listens on the real node's bridge address only, ``10.88.0.1:<port>`` (:data:`REGISTRY_HOST`,
+:data:`REGISTRY_PORT`, ``$KAITO_REGISTRY_PORT``; never ``0.0.0.0``): the one address that the host,
+the node's containerd and the pods on the bridge all reach, so an image or adapter reference is the
+same string wherever it is used (an adapter puller init container or a tuning Job's push step runs
+inside a pod, where ``127.0.0.1`` is the pod itself).  The cluster creates the bridge before the
+registry starts, exactly as it does before the apiserver binds the same address.  The registry
+serves TLS with a certificate from the cluster CA (containerd trusts that CA through ``certs.d``;
+pods find it in every namespace's ``kube-root-ca.crt`` ConfigMap, key ``ca.crt``, since the
+controller manager publishes the cluster CA there), and requires basic auth from an htpasswd file,
+so a pod only pulls with an ``imagePullSecret``.
 Credentials are generated once per machine (``<cache>/registry/credentials.json``, mode 0600)
 and the blob storage lives in ``<cache>/registry/data``, so pushed images survive cluster
 restarts and pushing again only sends what the registry lacks.
@@ -27,18 +34,24 @@ from typing import Any, Callable
 
 from .build import BuildError, cache_root
 from .imagebuild import BuiltImage
+from .nodeconfig import BRIDGE_IP
 from .oci import MEDIA_MANIFEST, Layout
 
-REGISTRY_HOST = "127.0.0.1"
+#: The bridge address the registry binds (see the module docstring: reachable from host and pods).
+REGISTRY_HOST = BRIDGE_IP
 REGISTRY_PORT = int(os.environ.get("KAITO_REGISTRY_PORT", "5001"))
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 HTPASSWD_BINARY = "/usr/bin/htpasswd"
 #: Name of the pull secret :meth:`Credentials.pull_secret` builds.
 PULL_SECRET_NAME = "kaito-local-registry"
+#: The ConfigMap and key holding the CA that pods verify the registry with: the cluster CA, which
+#: kube-controller-manager publishes into every namespace (``--root-ca-file``).
+CA_CONFIGMAP = ("kube-root-ca.crt", "ca.crt")
 
 
 def registry_address(port: int | None = None) -> str:
-    """``127.0.0.1:<port>`` — the prefix of every image reference in the local registry."""
+    """``10.88.0.1:<port>`` — the prefix of every image reference in the local registry, for the
+    host, the node's containerd and pods alike."""
     return f"{REGISTRY_HOST}:{port or REGISTRY_PORT}"
 
 

@@ -48,8 +48,8 @@ def test_containerd_config_is_valid_toml_with_own_paths(tmp_path: Path) -> None:
     runtime = doc["plugins"]["io.containerd.cri.v1.runtime"]
     assert runtime["restrict_oom_score_adj"] is True
     assert doc["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == nodeconfig.PAUSE_IMAGE
-    hosts = tomllib.loads(nodeconfig.registry_hosts_toml("127.0.0.1:5001", tmp_path / "ca.crt"))
-    assert hosts["host"]["https://127.0.0.1:5001"]["ca"] == str(tmp_path / "ca.crt")
+    hosts = tomllib.loads(nodeconfig.registry_hosts_toml("10.88.0.1:5001", tmp_path / "ca.crt"))
+    assert hosts["host"]["https://10.88.0.1:5001"]["ca"] == str(tmp_path / "ca.crt")
 
 
 def test_cni_network_masquerades_nothing(tmp_path: Path) -> None:
@@ -157,9 +157,19 @@ def test_pull_secret_is_a_dockerconfigjson() -> None:
     secret = creds.pull_secret("ns")
     assert secret["type"] == "kubernetes.io/dockerconfigjson"
     doc = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
-    entry = doc["auths"]["127.0.0.1:5001"]
+    entry = doc["auths"]["10.88.0.1:5001"]  # the bridge address: the same for the host's containerd and pods
     assert base64.b64decode(entry["auth"]).decode() == "kaito:s3cret"
     assert creds.basic() == "Basic " + base64.b64encode(b"kaito:s3cret").decode()
+
+
+def test_registry_binds_the_bridge_address_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaito_localcluster.registry import registry_address, registry_config
+
+    monkeypatch.setenv("KAITO_CACHE_DIR", str(tmp_path))
+    doc = json.loads(registry_config(port=5001, cert=tmp_path / "c.crt", key=tmp_path / "c.key"))
+    # Pods reach the host at the bridge gateway, the host reaches its own bridge address: one reference for both.
+    assert doc["http"]["addr"] == f"{nodeconfig.BRIDGE_IP}:5001" == registry_address(5001)
+    assert doc["auth"]["htpasswd"]["path"].endswith("htpasswd")
 
 
 def test_one_real_node_per_machine(tmp_path: Path) -> None:

@@ -25,10 +25,12 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kaito_core.serving import ADAPTER_CA_FILE_ENV, ADAPTER_DIR_ENV, ADAPTER_IMAGE_ENV, ADAPTER_PULL_SECRET_FILE
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "adapter.gguf")
 """File names an adapter directory may hold (plus any other ``*.gguf``)."""
 
-PULL_SECRET_PATH = "/etc/kaito/pull-secret/.dockerconfigjson"
+PULL_SECRET_PATH = ADAPTER_PULL_SECRET_FILE
 """Where the operator mounts the adapter's first imagePullSecret."""
 
 
@@ -114,11 +116,20 @@ def pull_artifact(image: str, dest: Path, *, docker_config: Path | None = None, 
     verify: bool | str = str(ca_file) if ca_file else True
     client = registry_client(registry_of(image), verify, docker_config)
     dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest) as tmp:  # dest is the writable volume
+    # Scratch space inside dest, the one writable volume (an adapter's /mnt/adapter/<name>, a data
+    # image's /mnt/data): the pods run with a read-only root file system (no writable /tmp), and
+    # the SDK downloads directory layers to tempfile's directory.
+    with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest) as tmp:
+        outdir, scratch = Path(tmp) / "out", Path(tmp) / "scratch"
+        outdir.mkdir()
+        scratch.mkdir()
+        previous, tempfile.tempdir = tempfile.tempdir, str(scratch)
         try:
-            fetched = client.pull(target=image, config_path=str(docker_config) if docker_config else None, outdir=tmp)
+            fetched = client.pull(target=image, config_path=str(docker_config) if docker_config else None, outdir=str(outdir))
         except Exception as exc:  # the SDK raises ValueError / requests errors with the registry's answer
             raise AdapterPullError(f"cannot pull {image}: {exc}") from exc
+        finally:
+            tempfile.tempdir = previous
         written: list[Path] = []
         for path in map(Path, fetched):
             if path.name.startswith("sha256:") and tarfile.is_tarfile(path):
@@ -151,17 +162,17 @@ def add_parser(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--image", default=os.environ.get("ADAPTER_IMAGE"), help="artifact reference [env ADAPTER_IMAGE]")
-    p.add_argument("--dest", default=os.environ.get("ADAPTER_DIR"), help="target directory [env ADAPTER_DIR]")
+    p.add_argument("--image", default=os.environ.get(ADAPTER_IMAGE_ENV), help=f"artifact reference [env {ADAPTER_IMAGE_ENV}]")
+    p.add_argument("--dest", default=os.environ.get(ADAPTER_DIR_ENV), help=f"target directory [env {ADAPTER_DIR_ENV}]")
     p.add_argument("--docker-config", default=PULL_SECRET_PATH,
                    help=f"a .dockerconfigjson with the registry's credentials, used if it exists [default {PULL_SECRET_PATH}]")
-    p.add_argument("--ca-file", default=os.environ.get("KAITO_ADAPTER_CA_FILE"),
-                   help="CA bundle to trust for the registry [env KAITO_ADAPTER_CA_FILE; default: the system's]")
+    p.add_argument("--ca-file", default=os.environ.get(ADAPTER_CA_FILE_ENV),
+                   help=f"CA bundle to trust for the registry [env {ADAPTER_CA_FILE_ENV}; default: the system's]")
 
 
 def run(ns: argparse.Namespace) -> int:
     if not ns.image or not ns.dest:
-        print("pull-adapter: --image and --dest (or ADAPTER_IMAGE and ADAPTER_DIR) are required", file=sys.stderr)
+        print(f"pull-adapter: --image and --dest (or {ADAPTER_IMAGE_ENV} and {ADAPTER_DIR_ENV}) are required", file=sys.stderr)
         return 2
     config = Path(ns.docker_config) if ns.docker_config and Path(ns.docker_config).is_file() else None
     try:

@@ -73,3 +73,21 @@ def test_credentials_are_found_by_registry_host(tmp_path: Path) -> None:
     assert has_credentials(config, "127.0.0.1:5001") and has_credentials(config, "ghcr.io")
     assert not has_credentials(config, "myregistry.azurecr.io")
     assert not has_credentials(None, "ghcr.io") and not has_credentials(tmp_path / "absent.json", "ghcr.io")
+
+
+def test_the_operators_puller_command_and_env_are_this_subcommand() -> None:
+    """The operator writes kaito_core.serving's command and env names; this CLI answers to them."""
+    import argparse
+
+    from kaito_core.serving import ADAPTER_CA_FILE, ADAPTER_CA_FILE_ENV, ADAPTER_DIR_ENV, ADAPTER_IMAGE_ENV, ADAPTER_PULL_COMMAND
+    from kaito_servers.adapter_pull import add_parser
+
+    assert ADAPTER_PULL_COMMAND[:3] == ("python3", "-m", "kaito_servers")
+    env = {ADAPTER_IMAGE_ENV: "10.88.0.1:5001/kaito/adapters/a:1", ADAPTER_DIR_ENV: "/mnt/adapter/a", ADAPTER_CA_FILE_ENV: ADAPTER_CA_FILE}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        parser = argparse.ArgumentParser()
+        add_parser(parser.add_subparsers(dest="command"))
+        ns = parser.parse_args([ADAPTER_PULL_COMMAND[3]])
+    assert (ns.image, ns.dest, ns.ca_file) == (env[ADAPTER_IMAGE_ENV], env[ADAPTER_DIR_ENV], ADAPTER_CA_FILE)

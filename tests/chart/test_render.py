@@ -151,9 +151,11 @@ def test_one_value_moves_every_image_to_the_private_registry(renders: dict[str, 
     env = operator_env(docs)
     assert env["KAITO_IMAGES__REGISTRY"] == "registry.example.com/mirror"  # inference (and tuning) images
     assert env["KAITO_IMAGES__BASE"] == "kaito-servers:0.1.0"  # relative to that registry
-    assert env["KAITO_IMAGES__ADAPTER_PULLER"] == "registry.example.com/mirror/aks/skopeo:1.14.4-6"
+    # The adapter puller runs in the inference image by default (empty value), which moved with the registry.
+    assert env["KAITO_IMAGES__ADAPTER_PULLER"] == ""
     default = operator_env(documents(renders["gpu-provisioner"]))
-    assert default["KAITO_IMAGES__ADAPTER_PULLER"] == "mcr.microsoft.com/aks/skopeo:1.14.4-6"
+    assert default["KAITO_IMAGES__ADAPTER_PULLER"] == ""
+    assert (default["KAITO_ADAPTER_PULL__CA_CONFIG_MAP"], default["KAITO_ADAPTER_PULL__CA_CONFIG_MAP_KEY"]) == ("", "ca.crt")
 
 
 def test_workload_identity_annotates_the_service_account_and_labels_the_pod(renders: dict[str, str]) -> None:
@@ -224,11 +226,12 @@ def test_notes_tell_the_next_step(helm: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("reference", "moved"),
     [
-        ("mcr.microsoft.com/aks/skopeo:1.14.4-6", "mirror.example.com/kaito/aks/skopeo:1.14.4-6"),
-        ("localhost:5000/tools/skopeo:1", "mirror.example.com/kaito/tools/skopeo:1"),
-        ("quay.io/skopeo/stable@sha256:" + "a" * 64, "mirror.example.com/kaito/skopeo/stable@sha256:" + "a" * 64),
+        ("ghcr.io/kaito-py/kaito-servers:0.1.0", "mirror.example.com/kaito/kaito-py/kaito-servers:0.1.0"),
+        ("localhost:5000/tools/kaito-servers:1", "mirror.example.com/kaito/tools/kaito-servers:1"),
+        ("quay.io/kaito/servers@sha256:" + "a" * 64, "mirror.example.com/kaito/kaito/servers@sha256:" + "a" * 64),
         ("curlimages/curl:8.10.1", "mirror.example.com/kaito/curlimages/curl:8.10.1"),
-        ("skopeo:1.14", "skopeo:1.14"),  # relative to images.registry, which the value replaces
+        ("kaito-servers:0.1.0", "kaito-servers:0.1.0"),  # relative to images.registry, which the value replaces
+        ("", ""),  # the default: the inference image, moved through images.registry
     ],
 )
 def test_the_registry_value_replaces_only_the_registry_part(helm: Path, tmp_path: Path, reference: str, moved: str) -> None:

@@ -11,23 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import oras.provider
 import pytest
+from realnode_flow import push_artifact
 
 from kaito_localcluster import LocalCluster
 from kaito_localcluster.registry import credentials, registry_address
-
-
-def push_artifact(cluster: LocalCluster, ref: str, files: list[Path]) -> None:
-    creds = credentials()
-    client = oras.provider.Registry(hostname=registry_address(), tls_verify=str(cluster.ca_file), auth_backend="basic")
-    client.auth.set_basic_auth(creds.username, creds.password)
-    cwd = os.getcwd()
-    os.chdir(files[0].parent)  # oras titles each layer with the path as given: push bare names
-    try:
-        client.push(target=ref, files=[f.name for f in files])
-    finally:
-        os.chdir(cwd)
 
 
 def pull(ref: str, dest: Path, ca: Path, config: Path | None) -> subprocess.CompletedProcess[str]:

@@ -7,63 +7,15 @@ server's JSON logs; deleting the Workspace removes the pod.  Opt-in real node (m
 from __future__ import annotations
 
 import json
-import urllib.request
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import harness
 import pytest
 import yaml
+from realnode_flow import EXAMPLE, NS, conditions, post
 
-from kaito_images.cli import push_all
-from kaito_images.specs import ImageName
 from kaito_localcluster import LocalCluster
 from kaito_localcluster.kubeapi import wait_for
-from kaito_localcluster.registry import credentials
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "localcluster" / "examples" / "kaito_workspace_gemma_3_270m_cpu.yaml"
-NS = "default"
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@pytest.fixture(scope="module")
-def operator_stack(real_node_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Images in the registry, the pull secret, CRDs + RBAC, and `kaito operator` with byo nodes."""
-    cluster = real_node_cluster
-    assert cluster.registry is not None
-    refs = push_all(cluster.registry, (ImageName.GEMMA, ImageName.CURL, ImageName.SERVERS))
-    secret = credentials().pull_secret(NS)
-    cluster.api.create(f"/api/v1/namespaces/{NS}/secrets", secret)
-    cluster.api.patch(f"/api/v1/namespaces/{NS}/serviceaccounts/default", {"imagePullSecrets": [{"name": secret["metadata"]["name"]}]})
-    cluster.install_crds(harness.CRDS)
-    work = tmp_path_factory.mktemp("realnode-e2e")
-    port = harness.free_port()
-    op = harness.operator(
-        harness.operator_kubeconfig(cluster, work / "operator.kubeconfig"), work / "operator.log", work / "certs",
-        webhook_port=port,
-        extra_env={"KAITO_NODE_PROVISIONER__NAME": "byo", "KAITO_CPU_INFERENCE__CPUS": "1",
-                   "KAITO_REQUEUE__WORKLOAD_S": "2", "KAITO_METRICS__PORT": str(harness.free_port())},
-    )
-    op.start()
-    try:
-        harness.wait_webhook_ready(cluster, port)
-        yield {"curl": refs[ImageName.CURL.value], "servers": refs[ImageName.SERVERS.value], "operator": op}
-    finally:
-        op.stop()
-
-
-def conditions(cluster: LocalCluster, name: str) -> dict[str, dict[str, Any]]:
-    ws = cluster.api.get(f"/apis/kaito.sh/v1alpha1/namespaces/{NS}/workspaces/{name}")
-    return {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
-
-
-def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with _NO_PROXY.open(req, timeout=120) as resp:
-        result: dict[str, Any] = json.loads(resp.read())
-        return result
-
+from kaito_localcluster.registry import registry_address
 
 CHAT = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 12, "temperature": 0}
 
@@ -118,7 +70,7 @@ def broken_workspace(name: str, image: str) -> str:
     return yaml.safe_dump(doc)
 
 
-MISSING_IMAGE = "127.0.0.1:5001/kaito/gemma-3-270m:no-such-tag"
+MISSING_IMAGE = f"{registry_address()}/kaito/gemma-3-270m:no-such-tag"
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,10 @@ The operator's KAITO_* environment, one variable per settings field.
   value: {{ include "kaito.image" (dict "ref" .Values.images.adapterPuller "root" $) | quote }}
 - name: KAITO_IMAGES__TUNING
   value: {{ include "kaito.image" (dict "ref" .Values.images.tuning "root" $) | quote }}
+- name: KAITO_ADAPTER_PULL__CA_CONFIG_MAP
+  value: {{ .Values.adapterPull.caConfigMap | quote }}
+- name: KAITO_ADAPTER_PULL__CA_CONFIG_MAP_KEY
+  value: {{ .Values.adapterPull.caConfigMapKey | quote }}
 - name: KAITO_CPU_INFERENCE__CPUS
   value: {{ .Values.cpuInference.cpus | int64 | toString | quote }}
 - name: KAITO_TUNING__DEFAULT_CONFIG_NAMESPACE
