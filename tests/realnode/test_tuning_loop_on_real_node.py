@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,9 +236,12 @@ def conditions(cluster: LocalCluster, name: str) -> dict[str, dict[str, Any]]:
 
 
 def columns(cluster: LocalCluster, name: str) -> dict[str, str]:
-    """``kubectl get workspace <name>``'s columns by header (values contain no blanks)."""
-    header, row = cluster.kubectl("get", "workspace", name, "-n", NS).stdout.splitlines()[:2]
-    return dict(zip(header.split(), row.split()))
+    """``kubectl get workspace -o wide`` as a person reads it (JOBSTARTED is a wide column), cut at
+    the headers' offsets: a tuning workspace leaves INSTANCE and INFERENCEREADY empty."""
+    header, row = cluster.kubectl("get", "workspace", name, "-n", NS, "-o", "wide").stdout.splitlines()[:2]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    cells = [row[a:b].strip() for a, b in zip(starts, [*starts[1:], None])]
+    return dict(zip(header.split(), cells, strict=True))
 
 
 def tags(registry: LocalCluster, repo: str) -> list[str]:
