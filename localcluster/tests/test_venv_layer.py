@@ -110,3 +110,4 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path: Path, monk
     file_digest(other)
     memo = json.loads((tmp_path / "cache" / "images" / "digests.json").read_text())
     assert all(str(big) not in key for key in memo)  # entries of deleted files are dropped
+
