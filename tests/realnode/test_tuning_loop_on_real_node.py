@@ -256,6 +256,7 @@ def artifact_files(cluster: LocalCluster, ref: str, dest: Path) -> list[str]:
     """Pull ``ref`` as the inference puller does (oras SDK, the registry's credentials and CA)."""
     from kaito_servers.adapter_pull import pull_artifact
 
+    dest.parent.mkdir(parents=True, exist_ok=True)
     config = dest.parent / "dockerconfig.json"
     config.write_text(credentials().dockerconfigjson())
     return sorted(p.name for p in pull_artifact(ref, dest, docker_config=config, ca_file=cluster.ca_file))
