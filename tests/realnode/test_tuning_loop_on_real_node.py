@@ -162,6 +162,7 @@ def test_the_runner_trains_in_a_locked_down_pod(real_node_cluster: LocalCluster,
     assert {"adapter_config.json", "adapter_model.safetensors", "adapter.gguf", "fine_tuning_completed.txt"} <= names, names
     assert (results / "adapter.gguf").read_bytes()[:4] == b"GGUF"
     assert (results / "adapter_model.safetensors").stat().st_uid == 1000
+    cluster.kubectl("delete", "job", name, "-n", NS, "--cascade=foreground", "--wait=true", timeout=120)
 
 
 # -- 2. the loop through the operator ----------------------------------------------------------------
@@ -357,7 +358,8 @@ def test_tuned_adapters_are_pushed_and_served_with_a_strength(
     assert answers["0"] != answers["1"], answers
     for name in names.values():
         cluster.kubectl("delete", "workspace", name, "-n", NS, "--wait=true", timeout=120)
-    assert not cluster.api.get(f"/apis/batch/v1/namespaces/{NS}/jobs")["items"]
+    jobs = {j["metadata"]["name"] for j in cluster.api.get(f"/apis/batch/v1/namespaces/{NS}/jobs")["items"]}
+    assert not jobs & set(names.values()), jobs  # deleting a tuning Workspace deletes its Job
 
 
 SERVE_NAME = "gemma-3-270m-tuned"
