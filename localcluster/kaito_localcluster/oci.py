@@ -242,10 +242,22 @@ def add_dir(tar: tarfile.TarFile, arcname: str, mode: int = 0o755, uid: int = 0,
     tar.addfile(info)
 
 
-def add_tree(tar: tarfile.TarFile, root: Path, excludes: Iterable[str] = ROOTFS_EXCLUDES, prefix: str = "") -> None:
+def add_tree(tar: tarfile.TarFile, root: Path, excludes: Iterable[str] = ROOTFS_EXCLUDES, prefix: str = "",
+             reproducible: bool = False) -> None:
     """Add the tree under ``root`` (owners, modes, links kept); an excluded path keeps only its
-    (empty) directory."""
+    (empty) directory. ``reproducible``: every entry owned by root with mtime 0, directories
+    0755 (the same files give the same layer)."""
     skip = {e.strip("/") for e in excludes}
+
+    def tarinfo(path: Path, arc: str) -> tarfile.TarInfo | None:
+        info = tar.gettarinfo(str(path), arcname=arc)
+        if info is not None and reproducible:
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            if info.isdir():
+                info.mode = 0o755
+        return info
 
     def walk(directory: Path, rel: str) -> None:
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
@@ -253,11 +265,11 @@ def add_tree(tar: tarfile.TarFile, root: Path, excludes: Iterable[str] = ROOTFS_
             path = Path(entry.path)
             arc = f"{prefix}{sub}"
             if sub in skip:
-                info = tar.gettarinfo(str(path), arcname=arc)
+                info = tarinfo(path, arc)
                 if info is not None and info.isdir():
                     tar.addfile(info)
                 continue
-            info = tar.gettarinfo(str(path), arcname=arc)
+            info = tarinfo(path, arc)
             if info is None:  # sockets and other unsupported types
                 continue
             if info.isreg():

@@ -30,7 +30,7 @@ import shutil
 import ssl
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .build import BuildError, cache_root
 from .imagebuild import BuiltImage
@@ -151,6 +151,8 @@ class RegistryClient:
         self.ctx = ssl.create_default_context(cafile=str(ca_file))
         self.creds = creds
         self.timeout = timeout
+        #: Repositories pushed by this client (sources of cross-repository blob mounts).
+        self.pushed_repos: list[str] = []
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
                 length: int | None = None) -> http.client.HTTPResponse:
@@ -176,15 +178,27 @@ class RegistryClient:
             raise BuildError(f"registry {what}: HTTP {resp.status} {body[:300].decode(errors='replace')}")
         return body
 
-    def push_blob(self, repo: str, digest: str, path: Path) -> bool:
-        """Upload one blob unless present; return whether it was sent."""
+    def push_blob(self, repo: str, digest: str, path: Path, mount_from: Sequence[str] = ()) -> bool:
+        """Upload one blob unless present; return whether it was sent.
+
+        A blob the registry holds under another repository of ``mount_from`` is mounted (the
+        distribution API's cross-repository mount), not sent again: images that share a 3 GB
+        base layer cost one upload.
+        """
         if self.request("HEAD", f"/v2/{repo}/blobs/{digest}").status == 200:
             return False
+        for source in mount_from:
+            if source == repo:
+                continue
+            resp = self.request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={source}", body=b"", length=0)
+            resp.read()
+            if resp.status == 201:
+                return False
+            if resp.status == 202:  # not there: the registry opened a normal upload instead; drop it
+                self.request("DELETE", self._upload_path(resp)).read()
         resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", body=b"", length=0)
         self._check(resp, f"start upload of {digest}", (202,))
-        location = resp.getheader("Location") or ""
-        if location.startswith("https://"):
-            location = "/" + location.split("/", 3)[3]
+        location = self._upload_path(resp)
         sep = "&" if "?" in location else "?"
         with open(path, "rb") as fh:
             resp = self.request("PUT", f"{location}{sep}digest={digest}", body=fh,
@@ -192,15 +206,23 @@ class RegistryClient:
             self._check(resp, f"upload of {digest}", (201,))
         return True
 
+    @staticmethod
+    def _upload_path(resp: http.client.HTTPResponse) -> str:
+        location = resp.getheader("Location") or ""
+        return "/" + location.split("/", 3)[3] if location.startswith("https://") else location
+
     def push(self, image: BuiltImage, repo: str, tag: str, progress: Callable[[str], None] | None = None) -> str:
-        """Push ``image`` as ``<registry>/<repo>:<tag>``; return the full reference."""
+        """Push ``image`` as ``<registry>/<repo>:<tag>``; return the full reference. Layers this
+        client pushed before under another repository are mounted from there."""
         layout = Layout(image.layout, create=False)
         manifest_bytes = layout.blob_path(image.manifest_digest).read_bytes()
         manifest = json.loads(manifest_bytes)
         sent = 0
         for desc in [manifest["config"], *manifest["layers"]]:
-            if self.push_blob(repo, desc["digest"], layout.blob_path(desc["digest"])):
+            if self.push_blob(repo, desc["digest"], layout.blob_path(desc["digest"]), mount_from=self.pushed_repos):
                 sent += desc["size"]
+        if repo not in self.pushed_repos:
+            self.pushed_repos.append(repo)
         resp = self.request("PUT", f"/v2/{repo}/manifests/{tag}", body=manifest_bytes,
                             headers={"Content-Type": MEDIA_MANIFEST}, length=len(manifest_bytes))
         self._check(resp, f"manifest {repo}:{tag}", (201,))

@@ -192,3 +192,24 @@ def test_one_real_node_per_machine(tmp_path: Path) -> None:
     third = HostLease(tmp_path / "c" / "node", lock_path=lock)
     third.acquire()
     third.release()
+
+
+def test_an_interrupted_wait_for_the_real_node_lock_touches_nothing_of_the_holder(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while another checkout's node holds the machine's lock: the start gives up without
+    running the host cleanup (which would kill that node's containerd shims and cgroups)."""
+    from kaito_localcluster import cluster as cluster_mod
+
+    cleanups: list[Path] = []
+    monkeypatch.setattr(cluster_mod, "cleanup_node", lambda node_dir: cleanups.append(node_dir) or [])
+
+    def interrupted(self: object, wait: float = 0.0, progress: object = None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cluster_mod.HostLease, "acquire", interrupted)
+    local = cluster_mod.LocalCluster(workdir=tmp_path / "c", real_node=True, real_node_wait=900)
+    with pytest.raises(KeyboardInterrupt):
+        local._prepare_host(tmp_path / "c")
+    assert local._lease is None
+    local._cleanup_node_host()  # what _terminate() runs after a failed start
+    assert cleanups == []

@@ -16,12 +16,14 @@ htpasswd registries send), reads the pod's mounted ``.dockerconfigjson`` and tru
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -57,6 +59,19 @@ def has_credentials(docker_config: Path | None, registry: str) -> bool:
     return any(key.removeprefix("https://").removeprefix("http://").rstrip("/").split("/")[0] == registry for key in auths)
 
 
+def login_of(auths: Mapping[str, Any], registry: str) -> tuple[str, str] | None:
+    """(username, password) for ``registry`` from a docker config's ``auths`` (``auth`` or the pair)."""
+    for key, entry in auths.items():
+        if key.removeprefix("https://").removeprefix("http://").rstrip("/").split("/")[0] != registry or not isinstance(entry, dict):
+            continue
+        if entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode("utf-8", "replace").partition(":")
+            return user, password
+        if entry.get("username"):
+            return str(entry["username"]), str(entry.get("password", ""))
+    return None
+
+
 def registry_client(registry: str, verify: bool | str, docker_config: Path | None) -> Any:
     """An oras client for ``registry`` with the auth scheme its challenge asks for.
 
@@ -78,7 +93,16 @@ def registry_client(registry: str, verify: bool | str, docker_config: Path | Non
             f"{'the docker config ' + str(docker_config) if docker_config else 'no docker config'} has none for it: "
             "name a kubernetes.io/dockerconfigjson Secret for it in the adapter's imagePullSecrets"
         )
-    return oras.provider.Registry(hostname=registry, tls_verify=verify, auth_backend=backend)
+    client = oras.provider.Registry(hostname=registry, tls_verify=verify, auth_backend=backend)
+    if backend == "basic" and docker_config is not None:
+        # Send the password with every request (the session's auth): the SDK otherwise sends each
+        # request bare first and answers the 401, which a blob upload cannot survive (the registry
+        # refuses the PUT and closes the connection while the body is still being sent: SSLEOFError).
+        login = login_of((json.loads(docker_config.read_text()) or {}).get("auths") or {}, registry)
+        if login is not None:
+            client.auth.set_basic_auth(*login)
+            client.session.auth = login
+    return client
 
 
 def _extract_data_dir(layer: Path, dest: Path) -> list[Path]:

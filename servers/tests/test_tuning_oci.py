@@ -142,3 +142,19 @@ def test_push_adapter_exits_2_with_the_cause_in_the_termination_log(tmp_path: Pa
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "the training did not finish" in log.read_text()
+
+
+def test_a_basic_auth_registry_gets_the_password_with_every_request(tmp_path: Path) -> None:
+    """The oras client of a Basic-auth registry sends the docker config's login up front: a blob
+    upload (PUT with a body) answered 401 is cut off by the registry instead of being retried."""
+    from kaito_servers.adapter_pull import registry_client
+
+    registry = FakeRegistry(tmp_path)
+    try:
+        config = tmp_path / "config.json"
+        config.write_text(registry.auth(b"user:pass"))
+        client = registry_client(f"127.0.0.1:{registry.port}", str(registry.ca_file), config)
+        # The first request already carries the password (the fake answers 401 to a bare one).
+        assert client.session.get(f"https://127.0.0.1:{registry.port}/v2/", verify=str(registry.ca_file)).status_code == 200
+    finally:
+        registry.close()

@@ -244,3 +244,25 @@ def test_a_running_job_keeps_going_and_a_finished_one_stops_the_requeue() -> Non
     done = plan_tuning_for(phi3_example(), job=existing_job(succeeded=1, conditions=[{"type": "Complete", "status": "True"}]))
     assert done.wait is None and done.facts.tuning is not None and done.facts.tuning.succeeded
     assert done.facts.tuning.output == "myregistry.azurecr.io/adapters/phi-3-dolly:0.0.1"
+
+
+def test_registry_steps_trust_the_configured_ca_bundle() -> None:
+    """With adapterPull.caConfigMap (a registry with its own CA, e.g. the local one signed by the
+    cluster CA in kube-root-ca.crt), data-fetch (push login check, input image) and push mount it
+    and name it in KAITO_ADAPTER_CA_FILE; the other steps do not need it. Without: nothing is added."""
+    from kaito_core.serving import ADAPTER_CA_FILE, ADAPTER_CA_FILE_ENV
+
+    job = plan_tuning_for(phi3_example(), config=template("qlora"),
+                          adapter_pull={"ca_config_map": "kube-root-ca.crt", "ca_config_map_key": "ca.crt"}).job
+    assert job is not None
+    steps = containers(job)
+    for name in ("data-fetch", "push"):
+        assert env(steps[name])[ADAPTER_CA_FILE_ENV] == ADAPTER_CA_FILE
+        assert {"name": "registry-ca", "mountPath": "/etc/kaito/adapter-ca", "readOnly": True} in steps[name]["volumeMounts"]
+    for name in ("model-weights", "trainer"):
+        assert ADAPTER_CA_FILE_ENV not in env(steps[name])
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["registry-ca"]["configMap"] == {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+    plain = plan_tuning_for(phi3_example(), config=template("qlora")).job
+    assert plain is not None and "registry-ca" not in {v["name"] for v in plain["spec"]["template"]["spec"]["volumes"]}

@@ -21,6 +21,8 @@ from typing import Any
 
 from kaito_core.serving import CONFIG_DIR, TUNING_DATA_DIR, TUNING_OUTPUT_DIR, WEIGHTS_DIR
 
+from kaito_servers.tuning.export import GGUF_ENV
+
 log = logging.getLogger("kaito_servers.tuning")
 
 DEFAULT_CONFIG = f"{CONFIG_DIR}/training_config.yaml"
@@ -46,6 +48,7 @@ environment (a flag wins over its variable; upstream names in parentheses are fa
   KAITO_TUNING_METRICS_PORT / _HOST        Prometheus /metrics     [off / 0.0.0.0]
   KAITO_TUNING_METRICS_FILE                Prometheus textfile     [off]
   KAITO_TUNING_GGUF=1, KAITO_LLAMA_CPP_CONVERT_DIR   also write adapter.gguf for llama.cpp
+  KAITO_TUNING_THREADS (OMP_NUM_THREADS)   torch threads           [min(CPUs usable, the cgroup CPU limit)]
   DEFAULT_TARGET_MODULES                   comma-separated LoRA targets when neither config nor preset names any
 
 output directory when done:
@@ -101,7 +104,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", default=_env("KAITO_TUNING_METRICS_HOST") or "0.0.0.0", metavar="ADDR")
     p.add_argument("--metrics-file", default=_env("KAITO_TUNING_METRICS_FILE"), metavar="PATH",
                    help="also write the metrics to this Prometheus textfile at every step")
-    p.add_argument("--gguf", action=argparse.BooleanOptionalAction, default=_env("KAITO_TUNING_GGUF") in ("1", "true"),
+    p.add_argument("--gguf", action=argparse.BooleanOptionalAction, default=_env(GGUF_ENV) in ("1", "true"),
                    help="also convert the adapter to adapter.gguf with llama.cpp's converter")
     p.add_argument("--gguf-converter-dir", default=None, metavar="DIR",
                    help="folder with convert_lora_to_gguf.py [env KAITO_LLAMA_CPP_CONVERT_DIR]")
@@ -135,6 +138,9 @@ def run(ns: argparse.Namespace) -> int:
     from kaito_servers.logs import configure_logging
 
     configure_logging(ns.log_level, ns.log_format)
+    from kaito_servers.tuning.container import adapt_to_container
+
+    adapt_to_container()  # threads = the CPU limit, caches off a read-only HOME, SIGTERM exits
     try:
         return _run(ns)
     except KaitoError as exc:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 CONVERTER_ENV = "KAITO_LLAMA_CPP_CONVERT_DIR"
 """Environment variable naming the folder that holds convert_lora_to_gguf.py."""
+GGUF_ENV = "KAITO_TUNING_GGUF"
+"""Environment variable that turns the GGUF export on (``1``/``true``): the tuning image sets it."""
 CONVERTER_SCRIPT = "convert_lora_to_gguf.py"
 GGUF_ADAPTER_NAME = "adapter.gguf"
 """File name of the GGUF LoRA beside the peft files."""

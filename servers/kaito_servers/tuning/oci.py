@@ -109,21 +109,6 @@ def pull_data_image(image: str, dest: Path, environ: Mapping[str, str], *, ca_fi
     return files
 
 
-def _login_of(auths: Mapping[str, Any], registry: str) -> tuple[str, str] | None:
-    """(username, password) for ``registry`` from a docker config's ``auths`` (``auth`` or the pair)."""
-    import base64
-
-    for key, entry in auths.items():
-        if key.removeprefix("https://").removeprefix("http://").rstrip("/").split("/")[0] != registry or not isinstance(entry, dict):
-            continue
-        if entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode("utf-8", "replace").partition(":")
-            return user, password
-        if entry.get("username"):
-            return str(entry["username"]), str(entry.get("password", ""))
-    return None
-
-
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="...",service="..."`` -> ("bearer", {realm, service, ...})."""
     import re
@@ -171,7 +156,7 @@ def check_push_credentials(environ: Mapping[str, str], *, ca_file: Path | None =
     Raises:
         RegistryStepError: it holds none, or they are refused (the push would fail after the training).
     """
-    from kaito_servers.adapter_pull import registry_of
+    from kaito_servers.adapter_pull import login_of, registry_of
 
     image = environ.get(TUNING_PUSH_IMAGE_ENV)
     raw = environ.get(TUNING_PUSH_AUTH_ENV)
@@ -181,7 +166,7 @@ def check_push_credentials(environ: Mapping[str, str], *, ca_file: Path | None =
     if config is not None:
         config.unlink(missing_ok=True)  # parsed and checked; the login is read from the variable
     registry = registry_of(image)
-    login = _login_of(json.loads(raw)["auths"], registry)
+    login = login_of(json.loads(raw)["auths"], registry)
     if login is None:
         raise RegistryStepError(f"tuning.output.imagePushSecret has no credentials for registry {registry} "
                                 f"(of tuning.output.image {image}). Fix: create the Secret with "

@@ -269,7 +269,9 @@ def train(config: TrainingConfig, method: TuningMethod, paths: RunPaths, metrics
     import torch
     from peft import get_peft_model
     from transformers import DataCollatorForLanguageModeling, PrinterCallback, Trainer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # tqdm bars ("Loading weights") would break the one-JSON-object-per-line log
     cuda = torch.cuda.is_available()
     metrics.set_phase("loading")
     if config.DataCollator.mlm:
