@@ -15,8 +15,7 @@ EXAMPLE_NAMES = [p.name for p in EXAMPLES]
 
 def test_the_examples_are_there() -> None:
     assert sorted(EXAMPLE_NAMES) == sorted(
-        ["kaito_workspace_phi_3.yaml", "kaito_workspace_phi_3_with_adapters.yaml", "kaito_workspace_tuning_phi_3.yaml",
-         "kaito_workspace_gemma_3_270m_cpu.yaml"]
+        ["kaito_workspace_phi_3.yaml", "kaito_workspace_phi_3_with_adapters.yaml", "kaito_workspace_tuning_phi_3.yaml"]
     )
 
 

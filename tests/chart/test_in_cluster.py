@@ -54,7 +54,7 @@ import harness  # noqa: E402  (tests/e2e: the gpu-provisioner stand-in)
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 PHI3 = ROOT / "examples" / "inference" / "kaito_workspace_phi_3.yaml"
-GEMMA = ROOT / "localcluster" / "examples" / "kaito_workspace_gemma_3_270m_cpu.yaml"
+GEMMA = ROOT / "examples" / "inference" / "kaito_workspace_gemma_3_270m_cpu.yaml"
 WORKSPACE_NS = "default"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}

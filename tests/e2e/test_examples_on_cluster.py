@@ -34,14 +34,17 @@ PLUGIN_EXAMPLE = ROOT / "examples" / "preset-plugin" / "kaito_workspace_smollm2.
 
 @pytest.mark.parametrize("example", TUNING_EXAMPLES, ids=[p.stem for p in TUNING_EXAMPLES])
 def test_tuning_examples_are_admitted_and_reconciled(stack: Stack, kube_namespace: str, example: Path) -> None:
-    """This operator has no tuning controller yet: the expected state is JobStarted=False naming that."""
+    """As written, the examples name the placeholder push secret ACR_REGISTRY_SECRET_HERE, which is
+    no valid Secret name: the operator says so on WorkspaceSucceeded and provisions nothing (the
+    filled-in example runs to a Job in tests/e2e/test_tuning_lifecycle.py)."""
     ns = kube_namespace
     docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
     name = next(d for d in docs if d["kind"] == "Workspace")["metadata"]["name"]
     stack.kubectl("apply", "-n", ns, "-f", str(example))
-    cond = wait_for(lambda: conditions(stack, ns, name).get("JobStarted"), timeout=60, what="JobStarted condition",
-                    on_timeout=stack.diagnostics)
-    assert cond["status"] == "False" and cond["reason"] == "TuningControllerNotInstalled"
+    cond = wait_for(lambda: (c := conditions(stack, ns, name).get("WorkspaceSucceeded")) and c["reason"] == "TuningSecretInvalid" and c,
+                    timeout=60, what="WorkspaceSucceeded naming the push secret", on_timeout=stack.diagnostics)
+    assert cond["status"] == "False", cond
+    assert "tuning.output.imagePushSecret" in cond["message"]
     stack.kubectl("delete", "-n", ns, "-f", str(example), "--timeout=90s")
     wait_gone(stack, ns, name)
 

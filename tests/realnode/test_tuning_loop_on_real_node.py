@@ -305,7 +305,7 @@ def test_bad_inputs_fail_with_the_cause_and_no_job_left_running(
         for name, (_, _, words) in BAD_INPUTS.items():
             def failed(name: str = name) -> dict[str, Any] | None:
                 cond = conditions(cluster, name).get("WorkspaceSucceeded")
-                return cond if cond and cond["status"] == "False" and cond["reason"] == "TuningJobFailed" else None
+                return cond if cond and cond["status"] == "False" and cond["reason"] == "WorkspaceTuningJobFailed" else None
 
             cond = wait_for(failed, timeout=300, interval=1, what=f"{name} failed",
                             on_timeout=lambda name=name: diagnose(cluster, operator["operator"], name))
@@ -335,7 +335,7 @@ def test_tuned_adapters_are_pushed_and_served_with_a_strength(
     for method, name in names.items():
         def succeeded(name: str = name) -> bool:
             cond = conditions(cluster, name).get("WorkspaceSucceeded", {})
-            assert cond.get("reason") != "TuningJobFailed", cond.get("message")
+            assert cond.get("reason") != "WorkspaceTuningJobFailed", cond.get("message")
             return cond.get("status") == "True"
 
         wait_for(succeeded, timeout=1200, interval=2, what=f"{name} WORKSPACEREADY",
