@@ -316,7 +316,16 @@ def test_the_cpu_gemma_example_answers_chat_through_its_cluster_ip(in_cluster: I
         cluster.api.create(f"/api/v1/namespaces/{WORKSPACE_NS}/secrets", credentials().pull_secret(WORKSPACE_NS))
     in_cluster.push(ImageName.GEMMA)  # the example names 127.0.0.1:5001/kaito/gemma-3-270m:local
     name = yaml.safe_load(GEMMA.read_text())["metadata"]["name"]
-    cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", str(GEMMA))
+
+    def applied() -> bool:
+        # Right after the rolling upgrade the webhook Service may still point at a pod that is
+        # going away (kube-proxy catches up within seconds): only that refusal is retried.
+        result = cluster.kubectl("apply", "-n", WORKSPACE_NS, "-f", str(GEMMA), check=False)
+        if result.returncode != 0 and "failed calling webhook" not in result.stderr:
+            raise AssertionError(result.stderr)
+        return result.returncode == 0
+
+    wait_for(applied, timeout=60, interval=2, what="the CPU Gemma Workspace admitted by the upgraded operator's webhook")
     try:
         wait_ready(in_cluster, name, timeout=300)
         ip = cluster.api.get(f"/api/v1/namespaces/{WORKSPACE_NS}/services/{name}")["spec"]["clusterIP"]
