@@ -103,15 +103,32 @@ def llama_wheel_dir() -> Path:
     return cache_root() / "wheels" / f"{LLAMA_CPP_VERSION}-portable"
 
 
-def _source_files() -> list[Path]:
-    """The project files that end up in the server image's wheels (tracked and untracked, not ignored)."""
+def _tracked_files(*specs: str) -> list[Path]:
+    """The project files under ``specs`` (tracked and untracked, not ignored): what a layer key hashes."""
     out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "pyproject.toml",
-         "kaito_core", "servers/pyproject.toml", "servers/kaito_servers", "plugins/gemma3/pyproject.toml",
-         "plugins/gemma3/kaito_gemma3"],
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *specs],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()
     return sorted(REPO_ROOT / p for p in out if (REPO_ROOT / p).is_file())
+
+
+def _source_files() -> list[Path]:
+    """The project files that end up in the server image's wheels."""
+    return _tracked_files("pyproject.toml", "kaito_core", "servers/pyproject.toml", "servers/kaito_servers",
+                          "plugins/gemma3/pyproject.toml", "plugins/gemma3/kaito_gemma3")
+
+
+def _fresh_dir(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+
+
+def _publish(tmp: Path, target: Path) -> Path:
+    (tmp / ".complete").write_text("")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
 
 
 def wheelhouse(progress: ProgressFn) -> Path:
@@ -128,8 +145,7 @@ def wheelhouse(progress: ProgressFn) -> Path:
     if (target / ".complete").exists():
         return target
     progress(f"pip wheel: kaito-core, kaito-servers[serve], kaito-gemma3, llama-cpp-python -> {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".wheelhouse-", dir=target.parent))
+    tmp = _fresh_dir(target)
     try:
         for wheel in llama:
             shutil.copy2(wheel, tmp / wheel.name)
@@ -140,13 +156,9 @@ def wheelhouse(progress: ProgressFn) -> Path:
              f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
             check=True, cwd=tmp,
         )
-        (tmp / ".complete").write_text("")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        return _publish(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _operator_source_files() -> list[Path]:
@@ -154,11 +166,7 @@ def _operator_source_files() -> list[Path]:
     specs = ["pyproject.toml", "kaito_core", "servers/pyproject.toml", "servers/kaito_servers"]
     for directory, _ in OPERATOR_PLUGINS:
         specs += [f"plugins/{directory}/pyproject.toml", f"plugins/{directory}/kaito_{directory}"]
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *specs],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()
-    return sorted(REPO_ROOT / p for p in out if (REPO_ROOT / p).is_file())
+    return _tracked_files(*specs)
 
 
 def operator_wheelhouse(progress: ProgressFn) -> Path:
@@ -172,8 +180,7 @@ def operator_wheelhouse(progress: ProgressFn) -> Path:
     if (target / ".complete").exists():
         return target
     progress(f"pip wheel: kaito-core and the first-party plugins -> {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".operator-wheelhouse-", dir=target.parent))
+    tmp = _fresh_dir(target)
     try:
         plugins = [f"{REPO_ROOT / 'plugins' / d}{extra}" for d, extra in OPERATOR_PLUGINS]
         subprocess.run(
@@ -181,13 +188,9 @@ def operator_wheelhouse(progress: ProgressFn) -> Path:
              str(REPO_ROOT / "servers")],
             check=True, cwd=tmp,
         )
-        (tmp / ".complete").write_text("")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        return _publish(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 #: Python modules the operator image must not contain (the operator never runs a model).
@@ -309,19 +312,6 @@ def _dist(wheel_name: str) -> tuple[str, str]:
     """(normalised distribution name, version) of a wheel file name."""
     name, version = wheel_name.split("-")[:2]
     return re.sub(r"[-_.]+", "-", name).lower(), version
-
-
-def _fresh_dir(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-
-
-def _publish(tmp: Path, target: Path) -> Path:
-    (tmp / ".complete").write_text("")
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return target
 
 
 def tuning_deps_wheelhouse(progress: ProgressFn) -> Path:
