@@ -45,6 +45,26 @@ TOLERATIONS: tuple[dict[str, str], ...] = (
 )
 
 
+def pod_placement_and_security(affinity_terms: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pod-spec fields every workload pod shares (inference and tuning): required node
+    affinity to the workspace's nodes, the GPU/kaito tolerations, and a non-root pod security context."""
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": affinity_terms}]}
+            }
+        },
+        "tolerations": [dict(t) for t in TOLERATIONS],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_UID,
+            "runAsGroup": NON_ROOT_UID,
+            "fsGroup": NON_ROOT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
 @dataclass(frozen=True)
 class WorkloadInputs:
     """Everything the builders need, gathered by the reconciler."""
@@ -335,20 +355,8 @@ def build_pod_template(inputs: WorkloadInputs) -> dict[str, Any]:
     elif inputs.cpus > 0:
         _cpu_container(container, inputs, volumes)
     spec: dict[str, Any] = {
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": inputs.affinity_terms}]}
-            }
-        },
-        "tolerations": [dict(t) for t in TOLERATIONS],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": NON_ROOT_UID,
-            "runAsGroup": NON_ROOT_UID,
-            "fsGroup": NON_ROOT_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
+        **pod_placement_and_security(inputs.affinity_terms),
+                "containers": [container],
         "volumes": volumes,
     }
     if inits:

@@ -42,10 +42,9 @@ from kaito_core.api.workspace import Workspace
 from kaito_core.errors import FieldError
 from kaito_core.operator.manifests import (
     DOWNLOAD_SCRIPT,
-    NON_ROOT_UID,
     TERMINATION_MESSAGE_POLICY,
-    TOLERATIONS,
     owner_reference,
+    pod_placement_and_security,
     stamp,
 )
 from kaito_core.operator.status import TuningFacts, classify_pod
@@ -301,20 +300,8 @@ def build_tuning_job(inputs: TuningInputs) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "enableServiceLinks": False,
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": inputs.affinity_terms}]}
-            }
-        },
-        "tolerations": [dict(t) for t in TOLERATIONS],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": NON_ROOT_UID,
-            "runAsGroup": NON_ROOT_UID,
-            "fsGroup": NON_ROOT_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "initContainers": inits,
+        **pod_placement_and_security(inputs.affinity_terms),
+                "initContainers": inits,
         "containers": containers,
         "volumes": _volumes(inputs),
     }
