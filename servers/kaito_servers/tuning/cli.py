@@ -21,6 +21,7 @@ from typing import Any
 
 from kaito_core.serving import CONFIG_DIR, TUNING_DATA_DIR, TUNING_OUTPUT_DIR, WEIGHTS_DIR
 
+from kaito_servers.tuning.container import termination_log
 from kaito_servers.tuning.export import GGUF_ENV
 
 log = logging.getLogger("kaito_servers.tuning")
@@ -115,15 +116,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _termination_log(message: str) -> None:
-    path = Path(os.environ.get("KAITO_TUNING_TERMINATION_LOG", "/dev/termination-log"))
-    if path.exists() or "KAITO_TUNING_TERMINATION_LOG" in os.environ:
-        try:
-            path.write_text(message[-4000:], encoding="utf-8")
-        except OSError:
-            pass
-
-
 def _default_targets(preset: Any) -> list[str]:
     if preset is not None and preset.tuning is not None and preset.tuning.default_target_modules:
         return list(preset.tuning.default_target_modules)
@@ -146,7 +138,7 @@ def run(ns: argparse.Namespace) -> int:
     except KaitoError as exc:
         log.error("tuning refused: %s", exc)
         print(f"error: {exc}", file=sys.stderr)
-        _termination_log(str(exc))
+        termination_log(str(exc))
         return 2
 
 
@@ -237,7 +229,7 @@ def _run(ns: argparse.Namespace) -> int:
         if isinstance(exc, KaitoError) and not isinstance(exc, ExportError):
             raise  # bad config or data found late: exit 2 like the early checks
         log.exception("tuning failed")
-        _termination_log(f"tuning failed: {type(exc).__name__}: {exc}")
+        termination_log(f"tuning failed: {type(exc).__name__}: {exc}")
         return 1
     finally:
         metrics.stop()

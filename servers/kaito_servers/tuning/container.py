@@ -85,6 +85,17 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
+def termination_log(message: str) -> None:
+    """Write the failure's tail (4000 bytes, what the kubelet keeps) to the container's termination
+    log, where the operator reads the failed step's cause; a no-op outside a pod."""
+    path = Path(os.environ.get("KAITO_TUNING_TERMINATION_LOG", "/dev/termination-log"))
+    if path.exists() or "KAITO_TUNING_TERMINATION_LOG" in os.environ:
+        try:
+            path.write_text(message[-4000:], encoding="utf-8")
+        except OSError:
+            pass
+
+
 def adapt_to_container() -> int:
     """Apply the thread count, cache locations and SIGTERM handler; returns the thread count.
 

@@ -34,6 +34,7 @@ from kaito_core.serving import (
     TUNING_PUSH_IMAGE_ENV,
 )
 
+from kaito_servers.tuning.container import termination_log
 from kaito_servers.tuning.export import GGUF_ADAPTER_NAME
 from kaito_servers.tuning.training import ADAPTER_FILES, COMPLETION_MARKER
 
@@ -229,15 +230,6 @@ def add_push_parser(sub: Any) -> None:
                    help="CA bundle to trust for the registry [env KAITO_ADAPTER_CA_FILE; default: the system's]")
 
 
-def _termination_log(message: str) -> None:
-    path = Path(os.environ.get("KAITO_TUNING_TERMINATION_LOG", "/dev/termination-log"))
-    if path.exists() or "KAITO_TUNING_TERMINATION_LOG" in os.environ:
-        try:
-            path.write_text(message[-4000:], encoding="utf-8")
-        except OSError:
-            pass
-
-
 def run_push(ns: argparse.Namespace) -> int:
     """Run ``push-adapter``; 0 pushed, 2 refused (named cause and fix)."""
     if not ns.image:
@@ -250,7 +242,7 @@ def run_push(ns: argparse.Namespace) -> int:
                      ca_file=Path(ns.ca_file) if ns.ca_file else None)
     except RegistryStepError as exc:
         print(f"push-adapter: {exc}", file=sys.stderr)
-        _termination_log(f"push-adapter: {exc}")
+        termination_log(f"push-adapter: {exc}")
         return EXIT_REFUSED
     finally:
         if config is not None:
