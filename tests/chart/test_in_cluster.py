@@ -190,8 +190,11 @@ def test_killing_the_leader_hands_over_within_30s_without_duplicate_nodeclaims(i
     wait_for(handed_over, timeout=45, interval=0.25, what="the new leader creating the failover workspace's NodeClaim",
              on_timeout=in_cluster.diagnostics)
     elapsed = time.monotonic() - killed
-    assert in_cluster.lease_holder() == follower
-    assert elapsed < 30, f"reconciliation moved to {follower} only {elapsed:.1f}s after the leader was killed"
+    # The waiting follower usually wins the expired Lease, but the Deployment's replacement pod
+    # races it for the same Lease and may win: either is a correct hand-over, the killed pod is not.
+    new_leader = in_cluster.lease_holder()
+    assert new_leader != leader and new_leader in {p["metadata"]["name"] for p in in_cluster.operator_pods()}
+    assert elapsed < 30, f"reconciliation moved to {new_leader} only {elapsed:.1f}s after the leader was killed"
     wait_ready(in_cluster, "workspace-phi-3-failover", timeout=120)
     # No duplicate at any moment, and the first Workspace kept its NodeClaim.
     for _ in range(8):
@@ -208,7 +211,7 @@ def test_killing_the_leader_hands_over_within_30s_without_duplicate_nodeclaims(i
              if follower_ip in e.get("sourceIPs", []) and e["verb"] in WRITES and e.get("objectRef", {}).get("resource") != "leases"
              and dt.datetime.fromisoformat(e["requestReceivedTimestamp"]) < killed_at]
     assert early == [], f"the follower {follower} wrote before it led"
-    print(f"leader {leader} killed; {follower} reconciled a new Workspace to its NodeClaim after {elapsed:.1f}s")
+    print(f"leader {leader} killed; {new_leader} reconciled a new Workspace to its NodeClaim after {elapsed:.1f}s")
     in_cluster.wait_rollout()  # the Deployment's replacement pod joins as a follower
 
 
