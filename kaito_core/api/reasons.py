@@ -113,3 +113,6 @@ class WaitReason(enum.StrEnum):
     TUNING_JOB_REPLACING = "TuningJobReplacing"
     """The Job of an older spec is being deleted before the new one is created."""
     NODES_DELETING = "NodesDeleting"
+    RECONCILE_STOPPING = "ReconcileStopping"
+    """A deleted workspace's reconcile loop has not stopped yet: finalizing waits for it, so that no
+    round still in flight creates a NodeClaim after the finalizer's last look."""

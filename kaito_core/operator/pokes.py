@@ -30,6 +30,10 @@ class Pokes:
         if self._events.get(key) is event:
             del self._events[key]
 
+    def running(self, key: Key) -> bool:
+        """Whether the workspace's daemon is still running (registered and not yet stopped)."""
+        return key in self._events
+
     def poke(self, key: Key) -> None:
         """Wake the workspace's daemon (no-op when it has none)."""
         event = self._events.get(key)

@@ -27,8 +27,9 @@ from typing import Any
 import kopf
 
 from kaito_core.api.labels import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from kaito_core.api.reasons import WaitReason
 from kaito_core.api.workspace import GROUP, PLURAL, STORAGE_VERSION
-from kaito_core.errors import ValidationError
+from kaito_core.errors import NotReadyError, ValidationError
 from kaito_core.operator import checks
 from kaito_core.operator.boundary import kopf_errors, to_kopf
 from kaito_core.operator.cache import ALL, INDEX_IDS, object_key, slim
@@ -124,11 +125,16 @@ def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.O
             ctx.metrics.workspace_gone(ns, name)
 
     @kopf.on.delete(GROUP, STORAGE_VERSION, PLURAL, id="finalize", registry=registry)
-    async def finalize_workspace(*, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        """Delete the workspace's NodeClaims (and cloud nodes) before the finalizer is removed."""
+    async def finalize_workspace(*, body: kopf.Body, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+        """Delete the workspace's NodeClaims (and cloud nodes) before the finalizer is removed, once
+        its reconcile daemon has stopped: kopf signals the daemon and calls this handler at the same
+        moment, and a round still in flight could create a NodeClaim after the last look here."""
         ctx = _ctx(memo)
         ctx.cache.bind(kwargs)
         with kopf_errors(ctx.settings.requeue):
+            if ctx.pokes.running((namespace or "", name)):
+                raise NotReadyError(f"waiting for the reconcile loop of workspace {namespace}/{name} to stop",
+                                    delay=1.0, reason=WaitReason.RECONCILE_STOPPING)
             await ctx.in_thread(ctx.reconciler.finalize, copy.deepcopy(dict(body)))
 
     # -- owned objects poke their workspace -----------------------------------------------------

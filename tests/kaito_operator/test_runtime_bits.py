@@ -57,6 +57,18 @@ def test_pokes_wake_only_on_meaningful_changes() -> None:
     assert asyncio.run(scenario()) == [True, False, True]
 
 
+def test_a_workspace_daemon_counts_as_running_until_it_unregisters() -> None:
+    """The finalizer waits while this is True (a round in flight could still create a NodeClaim)."""
+    async def scenario() -> list[bool]:
+        pokes = Pokes()
+        event = pokes.register(("ns", "ws"))
+        seen = [pokes.running(("ns", "ws")), pokes.running(("ns", "other"))]
+        pokes.unregister(("ns", "ws"), event)
+        return [*seen, pokes.running(("ns", "ws"))]
+
+    assert asyncio.run(scenario()) == [True, False, False]
+
+
 def test_workspace_fingerprint_ignores_our_status_writes() -> None:
     body = {"metadata": {"generation": 1, "annotations": {"workspace.kaito.io/revision": "1"}}, "status": {"state": "Pending"}}
     later = {**body, "status": {"state": "Ready"}}
