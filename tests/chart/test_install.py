@@ -246,7 +246,8 @@ def test_the_operator_reconciles_with_only_the_charts_permissions(
         wait_for(settled, timeout=60, what=f"the operator ({provisioner}) acting on {name}", on_timeout=lambda: log.read_text()[-3000:])
         local_cluster.kubectl("delete", "-n", ns, "workspace", name, "--timeout=60s")
         assert not api.exists(ws_path)
-        assert api.get("/apis/karpenter.sh/v1/nodeclaims", labelSelector=f"kaito.sh/workspace={name}")["items"] == []
+        left = api.get("/apis/karpenter.sh/v1/nodeclaims", labelSelector=f"kaito.sh/workspace={name},kaito.sh/workspacenamespace={ns}")["items"]
+        assert left == [], ([c["metadata"] for c in left], log.read_text()[-3000:])
         text = log.read_text()
         assert "Forbidden" not in text and " 403" not in text, text[-3000:]
         assert operator.poll() is None, text[-3000:]
