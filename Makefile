@@ -20,6 +20,11 @@ TEST_DEPS :=
 # Directories pytest collects; areas append.
 PYTEST_PATHS := tests
 PYTEST_ARGS ?=
+# Two pytest-xdist workers, tests in groups that each run on one worker in collection order (the
+# real-node tests, the tests on the shared kwok cluster, each other module; see
+# localcluster/kaito_localcluster/pytest_plugin.py), the real-node group first: it is the longest.
+# `make test PYTEST_XDIST=` runs everything in one process.
+PYTEST_XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 
 include $(sort $(wildcard mk/*.mk))
 
@@ -41,7 +46,7 @@ $(VENV_STAMP):
 venv: $(VENV_STAMP) ## Create the virtualenv and install every package (editable)
 
 test: venv $(TEST_DEPS) ## Set up everything and run the whole test suite
-	$(PY) -m pytest $(PYTEST_PATHS) $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) --durations=25 $(PYTEST_PATHS) $(PYTEST_ARGS)
 
 typecheck: venv ## mypy --strict on kaito_core, plugins/ and servers/
 	$(PY) -m mypy

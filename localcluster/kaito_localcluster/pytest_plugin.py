@@ -13,6 +13,18 @@ Fixtures:
 * ``real_namespace`` (function): a fresh namespace on ``real_node_cluster`` with the registry pull
   secret ``kaito-local-registry`` in it, also set on its ``default`` service account.
 
+Running in parallel (pytest-xdist, ``make test`` runs ``-n 2 --dist loadgroup
+--no-loadscope-reorder``), tests are put into ``xdist_group``\ s, each run by one worker in
+collection order:
+
+* ``real-node``: every test that uses the real node (the ``real_node_cluster`` fixture, or marked
+  ``real_node`` because it starts its own): one real node runs per machine.  Scheduled first, as
+  the longest unit.
+* ``kwok-cluster``: every test on the session's ``local_cluster``, in their usual order: they share
+  that control plane (and the e2e suite's session-wide operator and webhook), so they must not
+  interleave differently than in a serial run.
+* every other module on its own, so its module-scoped fixtures are set up once.
+
 Environment:
 
 * ``KAITO_TEST_KEEP_CLUSTER=1``: leave the cluster (and namespaces) running after the
@@ -60,6 +72,40 @@ def _say(config: pytest.Config, message: str) -> None:
         return
     with _reporter(config):
         terminal.write_line(f"[kaito-localcluster] {message}")
+
+
+REAL_NODE_GROUP = "real-node"
+KWOK_CLUSTER_GROUP = "kwok-cluster"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_node: starts a real node of its own (one per machine: runs in the real-node xdist group)")
+
+
+def uses_real_node(item: pytest.Item) -> bool:
+    """Whether ``item`` needs the machine's one real node."""
+    return "real_node_cluster" in getattr(item, "fixturenames", ()) or item.get_closest_marker("real_node") is not None
+
+
+def xdist_group_of(item: pytest.Item) -> str:
+    """The worker group of ``item`` (see the module docstring)."""
+    if uses_real_node(item):
+        return REAL_NODE_GROUP
+    if "local_cluster" in getattr(item, "fixturenames", ()):
+        return KWOK_CLUSTER_GROUP
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist: group the tests, the real-node group first, then the kwok-cluster one."""
+    if not hasattr(config, "workerinput"):
+        return
+    groups = {id(item): xdist_group_of(item) for item in items}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
+    first = {REAL_NODE_GROUP: 0, KWOK_CLUSTER_GROUP: 1}
+    items.sort(key=lambda item: first.get(groups[id(item)], 2))  # stable: collection order within each
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kaito_localcluster import LocalCluster
 from kaito_localcluster.imagebuild import TOOLBOX_IMAGE, build_image
 from kaito_localcluster.registry import credentials
 from lc_support import processes_mentioning
 from realnode_support import host_snapshot, web_pod
 from test_real_node import wait_pod_ready
+
+pytestmark = pytest.mark.real_node
 
 
 def test_stop_leaves_the_host_as_it_was() -> None:

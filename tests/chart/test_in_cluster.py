@@ -51,7 +51,7 @@ from rbacreview import audited_permissions, chart_rules, forbidden_requests, unj
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 import harness  # noqa: E402  (tests/e2e: the gpu-provisioner stand-in)
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.real_node]
 
 PHI3 = ROOT / "examples" / "inference" / "kaito_workspace_phi_3.yaml"
 GEMMA = ROOT / "examples" / "inference" / "kaito_workspace_gemma_3_270m_cpu.yaml"
