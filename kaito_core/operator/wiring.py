@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from kaito_core.api.labels import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from kaito_core.api.labels import FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito_core.api.reasons import WaitReason
 from kaito_core.api.workspace import GROUP, PLURAL, STORAGE_VERSION
 from kaito_core.errors import NotReadyError, ValidationError
@@ -39,6 +39,8 @@ from kaito_core.provisioners import ProvisionerCapabilities
 
 log = logging.getLogger(__name__)
 SPEC_FIELDS = ("resource", "inference", "tuning")
+#: How often a new Workspace's daemon looks for the finalizer kopf is adding (seconds).
+FINALIZER_WAIT_S = 0.5
 
 
 def _ctx(memo: Any) -> OperatorContext:
@@ -110,7 +112,13 @@ def make_registry(capabilities: ProvisionerCapabilities | None = None) -> kopf.O
         try:
             while not stopped:
                 poke.clear()
-                delay = await ctx.reconcile_once(copy.deepcopy(dict(body)))
+                if FINALIZER in (body.get("metadata", {}).get("finalizers") or []):
+                    delay = await ctx.reconcile_once(copy.deepcopy(dict(body)))
+                else:
+                    # kopf spawns this daemon and adds the finalizer in the same pass: create
+                    # nothing (a NodeClaim, a cloud node) until a deletion would wait for us.
+                    log.debug("workspace %s/%s: waiting for the finalizer before reconciling", namespace, name)
+                    delay = FINALIZER_WAIT_S
                 await ctx.pokes.sleep(poke, stopped, delay)
         finally:
             ctx.pokes.unregister(key, poke)
