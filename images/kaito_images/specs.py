@@ -138,6 +138,16 @@ def _publish(tmp: Path, target: Path) -> Path:
     return target
 
 
+def _keyed_target(name: str, salt: str, files: list[Path], extra_key: str = "") -> Path:
+    """``<cache>/images/<name>-<hash>``, the hash over ``salt``, each file's path and digest, and
+    ``extra_key``: where a wheelhouse built from those inputs lives."""
+    h = hashlib.sha256(salt.encode())
+    for path in files:
+        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
+    h.update(extra_key.encode())
+    return cache_root() / "images" / f"{name}-{h.hexdigest()[:16]}"
+
+
 def _deps_wheelhouse(name: str, salt: str, key_files: list[Path], extra_key: str, projects: tuple[str, ...],
                      skip: frozenset[str], progress: ProgressFn, *, pinned: dict[str, str] | None = None,
                      find_links: tuple[Path, ...] = (), constraints: tuple[Path, ...] = (),
@@ -151,11 +161,7 @@ def _deps_wheelhouse(name: str, salt: str, key_files: list[Path], extra_key: str
     Keyed by ``salt``, the ``key_files`` (pyproject files, constraints: never the source code,
     so a code change does not touch it) and ``extra_key``."""
     pinned = pinned or {}
-    h = hashlib.sha256(salt.encode())
-    for path in key_files:
-        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
-    h.update(extra_key.encode())
-    target = cache_root() / "images" / f"{name}-{h.hexdigest()[:16]}"
+    target = _keyed_target(name, salt, key_files, extra_key)
     if (target / ".complete").exists():
         return target
     progress(f"pip: resolving and fetching {name} -> {target}")
@@ -189,10 +195,7 @@ def _deps_wheelhouse(name: str, salt: str, key_files: list[Path], extra_key: str
 def _project_wheels(name: str, salt: str, sources: list[Path], projects: tuple[str, ...], progress: ProgressFn) -> Path:
     """Wheels of the project's own distributions at ``projects`` (paths, extras ignored), no
     dependencies, keyed by their ``sources``: what a code change rebuilds (seconds, no network)."""
-    h = hashlib.sha256(salt.encode())
-    for path in sources:
-        h.update(f"{path.relative_to(REPO_ROOT)}={file_digest(path)}\n".encode())
-    target = cache_root() / "images" / f"{name}-{h.hexdigest()[:16]}"
+    target = _keyed_target(name, salt, sources)
     if (target / ".complete").exists():
         return target
     progress(f"pip wheel --no-deps: {', '.join(p.split('[')[0] for p in projects)} -> {target}")
